@@ -1,0 +1,5 @@
+import sys
+
+from vivavoce.cli import main
+
+sys.exit(main())

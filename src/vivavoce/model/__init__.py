@@ -1,0 +1,1 @@
+"""The speech language model over a frozen text LLM backbone."""

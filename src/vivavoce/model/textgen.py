@@ -1,0 +1,74 @@
+"""Greedy, streamed text generation with the frozen backbone (its own KV cache, token by token).
+
+Used by the cascade engine and by corpus synthesis to write the assistant's answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from vivavoce.model.backbone import Backbone
+
+SPOKEN_STYLE_PROMPT = (
+    "You are a friendly voice assistant. Your words will be spoken aloud, so answer in one or two short, "
+    "plain sentences, with no lists, no markdown and no emoji."
+)
+
+
+@dataclass
+class TextGenConfig:
+    max_new_tokens: int = 60
+    repetition_penalty: float = 1.1  # on tokens already generated; keeps a 135M model out of loops
+
+
+@torch.inference_mode()
+def stream_tokens(backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig()) -> Iterator[int]:
+    """Greedy token ids after `prompt_ids`, one at a time, until an end-of-turn token or the length limit."""
+    stops = set(backbone.stop_ids())
+    ids = torch.tensor([prompt_ids])
+    past = None
+    seen: list[int] = []
+    for _ in range(config.max_new_tokens):
+        out = backbone.model(input_ids=ids, cache=past, use_cache=True)
+        past = out.cache
+        logits = out.logits[0, -1].float()
+        if seen and config.repetition_penalty != 1.0:
+            prev = torch.tensor(sorted(set(seen)))
+            vals = logits[prev]
+            logits[prev] = torch.where(vals > 0, vals / config.repetition_penalty, vals * config.repetition_penalty)
+        token = int(torch.argmax(logits))
+        if token in stops:
+            return
+        seen.append(token)
+        yield token
+        ids = torch.tensor([[token]])
+
+
+def stream_text(backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig()) -> Iterator[str]:
+    """Text pieces as tokens arrive, decoded so that multi-token characters are never split."""
+    tokens: list[int] = []
+    sent = ""
+    for token in stream_tokens(backbone, prompt_ids, config):
+        tokens.append(token)
+        text = backbone.tokenizer.decode(tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            continue
+        if len(text) > len(sent):
+            yield text[len(sent) :]
+            sent = text
+
+
+def chat_messages(user_text: str, history: list[tuple[str, str]] = (), system: str = SPOKEN_STYLE_PROMPT) -> list[dict]:
+    """ChatML messages: the system prompt, earlier (role, text) turns, then the user's text."""
+    messages = [{"role": "system", "content": system}]
+    messages += [{"role": role, "content": text} for role, text in history]
+    messages.append({"role": "user", "content": user_text})
+    return messages
+
+
+def answer(backbone: Backbone, user_text: str, config: TextGenConfig = TextGenConfig(), **kw) -> str:
+    """The whole greedy answer to `user_text` as one string."""
+    return "".join(stream_text(backbone, backbone.chat_ids(chat_messages(user_text, **kw)), config)).strip()
