@@ -91,6 +91,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, rate: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an answer file should read like any other
     try:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), rate, format=fmt, subtype="PCM_16")
         os.replace(tmp, path)
@@ -98,6 +99,12 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, rate: int) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_wav_complete(path: Path) -> None:

@@ -20,7 +20,7 @@ def load_vad():
             threads = torch.get_num_threads()
             from silero_vad import load_silero_vad
 
-            _model = load_silero_vad()
+            _model = load_silero_vad(onnx=True)  # onnxruntime: no torch.jit, and fast per frame
             torch.set_num_threads(threads)  # importing silero_vad drops the process to 1 thread
     return _model
 

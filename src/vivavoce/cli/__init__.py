@@ -14,6 +14,7 @@ from vivavoce.errors import VivavoceError
 
 COMMANDS = [
     "vivavoce.cli.chat",
+    "vivavoce.cli.eval",
 ]
 
 

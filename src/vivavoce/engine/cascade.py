@@ -48,6 +48,12 @@ class CascadeEngine:
         self.asr = WhisperASR()
         self.tts = PiperTTS()
         self.sample_rate = 22050
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Start Piper's process and run the LLM once, so the first user does not pay for it."""
+        self.tts.synthesize("Hello.", PiperSettings())
+        list(stream_text(self.backbone, self.backbone.chat_ids(chat_messages("Hi.")), TextGenConfig(max_new_tokens=2)))
 
     def transcribe(self, audio: np.ndarray) -> str:
         speech = trim_to_speech(audio)

@@ -1,0 +1,1 @@
+"""Evaluation: intelligibility (WER/CER by ASR), quality (DNSMOS), speaker similarity, prosody, latency."""

@@ -1,0 +1,42 @@
+import torch
+
+from vivavoce.model.backbone import BackboneConfig, load_backbone
+from vivavoce.model.textgen import answer
+from vivavoce.errors import VivavoceError
+import pytest
+
+
+def test_default_backbone_shape_and_frozen(backbone):
+    assert backbone.num_layers == 30 and backbone.hidden_size == 576
+    assert backbone.vocab_size == 49152
+    assert not any(p.requires_grad for p in backbone.model.parameters())
+    assert backbone.head.weight.data_ptr() == backbone.embed.weight.data_ptr()  # tied, as in SmolLM2
+
+
+def test_chat_template_and_stop(backbone):
+    ids = backbone.chat_ids([{"role": "user", "content": "Hello"}])
+    text = backbone.tokenizer.decode(ids)
+    assert "<|im_start|>user\nHello<|im_end|>" in text and text.rstrip().endswith("<|im_start|>assistant")
+    assert backbone.tokenizer.convert_tokens_to_ids("<|im_end|>") in backbone.stop_ids()
+
+
+def test_answers_a_factual_question(backbone):
+    assert "Paris" in answer(backbone, "What is the capital of France?")
+
+
+def test_cached_folder_loads_like_any_local_hf_folder(backbone, tmp_path):
+    """A local Hugging Face folder works as a source: the GGUF's de-quantised cache is one."""
+    folder = next((p for p in (backbone.model.config._name_or_path,) if p), None)
+    other = load_backbone(BackboneConfig(source=folder))
+    ids = torch.tensor([backbone.chat_ids([{"role": "user", "content": "Hi"}])])
+    with torch.inference_mode():
+        assert torch.equal(backbone.model(ids).logits, other.model(ids).logits)
+
+
+def test_bad_sources_are_one_line_errors(tmp_path):
+    with pytest.raises(VivavoceError, match="not a Hugging Face model folder"):
+        load_backbone(BackboneConfig(source=str(tmp_path)))
+    with pytest.raises(VivavoceError, match="no such GGUF"):
+        load_backbone(BackboneConfig(source=str(tmp_path / "x.gguf")))
+    with pytest.raises(VivavoceError, match="dtype"):
+        load_backbone(BackboneConfig(dtype="int3"))
