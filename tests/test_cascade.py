@@ -98,5 +98,5 @@ def test_chat_cli_bad_inputs_one_line_no_traceback(tmp_path):
 
 def test_chat_cli_rejects_out_of_range_speed(tmp_path):
     run = subprocess.run(CLI + ["chat", "examples/question.wav", "--speed", "9"], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
     assert run.returncode == 2 and "--speed 9" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vivavoce.audio import resample, write_audio
+from vivavoce.eval import intelligibility
+from vivavoce.eval.prosody import prosody
+from vivavoce.eval.quality import dnsmos
+from vivavoce.eval.speaker import speaker_similarity
+from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
+from vivavoce.textnorm import normalize_for_wer, number_to_words, spell_numbers
+
+QUESTION = __import__("pathlib").Path(__file__).parents[1] / "examples" / "question.wav"
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+
+
+def test_number_words():
+    assert number_to_words(0) == "zero"
+    assert number_to_words(42) == "forty two"
+    assert number_to_words(1_000_001) == "one million one"
+    assert spell_numbers("built in 1889 for 3 years") == "built in eighteen eighty nine for three years"
+    assert normalize_for_wer("It's 20% off, Bob!") == "it's twenty percent off bob"
+
+
+def test_wer_is_normalised_and_counts_errors():
+    assert intelligibility.wer("It has 7 days.", "it has seven days") == 0.0
+    assert intelligibility.wer("one two three four", "one two four") == pytest.approx(0.25)
+    assert intelligibility.corpus_wer(["a b c d", "e f"], ["a b c d", "x y"]) == pytest.approx(2 / 6)
+    assert intelligibility.keyword_hit(["eight", "8"], "A spider has 8 legs.")
+    assert not intelligibility.keyword_hit(["paris"], "The capital is Lyon.")
+
+
+def test_dnsmos_prefers_clean_speech_to_noise(piper):
+    speech, rate = piper.synthesize(SENTENCE)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, speech.shape).astype(np.float32)
+    clean, noisy = dnsmos(speech, rate), dnsmos(np.clip(speech + noise, -1, 1), rate)
+    assert set(clean) == {"sig", "bak", "ovrl", "p808"}
+    assert 1.0 <= noisy["ovrl"] < clean["ovrl"] <= 5.0
+    assert clean["bak"] - noisy["bak"] > 1.0
+
+
+def test_speaker_similarity_tells_voices_apart(piper):
+    a, ra = piper.synthesize("I like to walk in the park on sunny days.")
+    b, rb = piper.synthesize("Trains leave the station every hour.")
+    c, rc = espeak_synthesize("Trains leave the station every hour.", EspeakSettings(voice="en-us+f3", pitch=70))
+    same, other = speaker_similarity(a, ra, b, rb), speaker_similarity(a, ra, c, rc)
+    assert same > 0.8 and same - other > 0.1
+
+
+def test_prosody_follows_pitch_and_rate():
+    low, r = espeak_synthesize(SENTENCE, EspeakSettings(pitch=20, rate=140))
+    high, _ = espeak_synthesize(SENTENCE, EspeakSettings(pitch=80, rate=140))
+    fast, _ = espeak_synthesize(SENTENCE, EspeakSettings(pitch=20, rate=260))
+    p_low, p_high, p_fast = (prosody(x, r, words=9) for x in (low, high, fast))
+    assert p_high.f0_mean_hz > 1.15 * p_low.f0_mean_hz
+    assert p_fast.words_per_s > 1.4 * p_low.words_per_s
+
+
+def test_eval_cli_scores_files_and_writes_report(tmp_path, piper):
+    speech, rate = piper.synthesize(SENTENCE)
+    path = write_audio(tmp_path / "fox.wav", resample(speech, rate, 16000), 16000)
+    report = tmp_path / "r.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "vivavoce.cli", "eval", str(path), "--text", SENTENCE, "--json", str(report),
+         "--plots", str(tmp_path / "plots")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "OVRL" in run.stdout and "fox.wav" in run.stdout
+    doc = json.loads(report.read_text())
+    item = doc["items"][0]
+    assert item["wer"] <= 0.2 and "fox" in item["transcript"].lower()
+    assert doc["summary"]["dnsmos_ovrl"] > 2.5
+    assert (tmp_path / "plots" / "fox.png").stat().st_size > 10_000
+
+
+def test_eval_cli_needs_matching_references(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "vivavoce.cli", "eval", str(QUESTION), "--text", "a",
+                          "--text", "b"], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and "one per file" in run.stderr and "Traceback" not in run.stderr
