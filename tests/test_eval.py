@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from vivavoce.eval.speaker import speaker_similarity
 from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
 from vivavoce.textnorm import normalize_for_wer, number_to_words, spell_numbers
 
-QUESTION = __import__("pathlib").Path(__file__).parents[1] / "examples" / "question.wav"
+QUESTION = Path(__file__).parents[1] / "examples" / "question.wav"
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 

@@ -32,7 +32,7 @@ def stream_tokens(backbone: Backbone, prompt_ids: list[int], config: TextGenConf
     past = None
     seen: list[int] = []
     for _ in range(config.max_new_tokens):
-        out = backbone.model(input_ids=ids, cache=past, use_cache=True)
+        out = backbone.model(input_ids=ids, cache=past, use_cache=True, logits_to_keep=1)
         past = out.cache
         logits = out.logits[0, -1].float()
         if seen and config.repetition_penalty != 1.0:
