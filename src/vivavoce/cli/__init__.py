@@ -15,6 +15,8 @@ from vivavoce.errors import VivavoceError
 COMMANDS = [
     "vivavoce.cli.chat",
     "vivavoce.cli.eval",
+    "vivavoce.cli.codec",
+    "vivavoce.cli.train",
 ]
 
 

@@ -1,0 +1,35 @@
+"""`vivavoce train tokenizer|decoder|vocoder --config FILE.yaml`: run (or resume) a codec training recipe."""
+
+from __future__ import annotations
+
+import argparse
+
+KINDS = ("tokenizer", "decoder", "vocoder")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a codec part (resumes a killed run in the same --out)")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--config", help="YAML config (see configs/codec/); defaults otherwise")
+    p.add_argument("--device", help="cpu or cuda (overrides the config)")
+    p.add_argument("--steps", type=int, help="total steps (overrides the config)")
+    p.add_argument("--max-minutes", type=float, help="stop after this much wall time, in all (overrides)")
+    p.add_argument("--out", help="run directory (overrides loop.out_dir)")
+    p.add_argument("--manifest", help="training manifest JSONL (overrides loop.manifest)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vivavoce.config import load_yaml, to_dict
+    from vivavoce.train.codec_recipes import RECIPES
+    from vivavoce.train.loop import train
+
+    config_cls, recipe_cls = RECIPES[args.kind]
+    cfg = load_yaml(config_cls, args.config) if args.config else config_cls()
+    for name, value in (("device", args.device), ("steps", args.steps), ("max_minutes", args.max_minutes),
+                        ("out_dir", args.out), ("manifest", args.manifest)):  # fmt: skip
+        if value is not None:
+            setattr(cfg.loop, name, value)
+    path = train(recipe_cls(cfg), cfg.loop, to_dict(cfg))
+    print(f"checkpoint: {path}")
+    return 0

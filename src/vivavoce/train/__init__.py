@@ -1,0 +1,1 @@
+"""Training recipes: plain scripts over the library (`vivavoce train tokenizer|decoder|vocoder`)."""

@@ -1,0 +1,248 @@
+"""The three codec recipes (tokenizer, decoder, vocoder) over `loop.train`; each config is a YAML-loadable dataclass.
+
+    vivavoce train tokenizer --config configs/codec/tokenizer-lite.yaml [--device cuda] [--steps N]
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vivavoce.codec.checkpoint import load_model
+from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector, num_frames
+from vivavoce.codec.mel import LOG_FLOOR, LogMel
+from vivavoce.codec.phonemes import encode_phonemes
+from vivavoce.codec.tokenizer import Tokenizer, TokenizerConfig
+from vivavoce.codec.vocoder import Vocoder, VocoderConfig
+from vivavoce.errors import VivavoceError
+from vivavoce.train.features import Item, load_items
+from vivavoce.train.loop import LoopConfig, Recipe
+
+PAD_MEL = math.log(LOG_FLOOR)
+
+
+@dataclass
+class TokenizerTrainConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(out_dir="runs/codec/tokenizer"))
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    max_seconds: float = 6.0  # longer utterances are cropped (from the start: the model is causal)
+    spec_augment: bool = True
+
+
+@dataclass
+class DecoderTrainConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(out_dir="runs/codec/decoder"))
+    model: DecoderConfig = field(default_factory=DecoderConfig)
+    tokenizer: str = "runs/codec/tokenizer/model.safetensors"
+    speed_range: list[float] = field(default_factory=lambda: [0.75, 1.35])
+    gain_db: float = 6.0  # random level change; the energy control is told about it
+    crop_tokens: int = 32  # train on random windows of this many tokens (2.56 s)
+
+
+@dataclass
+class VocoderTrainConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(out_dir="runs/codec/vocoder"))
+    model: VocoderConfig = field(default_factory=VocoderConfig)
+    segment_frames: int = 100  # 1 s training windows
+    stft_resolutions: list[list[int]] = field(default_factory=lambda: [[256, 64], [512, 128], [1024, 256]])
+    mel_weight: float = 1.0
+    adversarial: bool = False  # not implemented at this size; kept as an explicit switch
+    
+
+def _pad_mels(mels: list[np.ndarray]) -> torch.Tensor:
+    T = max(m.shape[1] for m in mels)
+    return torch.stack([F.pad(torch.from_numpy(m), (0, T - m.shape[1]), value=PAD_MEL) for m in mels])
+
+
+class TokenizerRecipe(Recipe):
+    kind, model_cls, config_cls = "tokenizer", Tokenizer, TokenizerConfig
+
+    def __init__(self, cfg: TokenizerTrainConfig):
+        self.cfg = cfg
+        self.model = Tokenizer(cfg.model)
+        self.items = load_items(cfg.loop.manifest, cfg.loop.cache_dir)
+        self.targets = [encode_phonemes(it.phonemes) for it in self.items]
+        self.device = "cpu"
+
+    def to(self, device):
+        self.model.to(device)
+        self.device = device
+
+    def step_losses(self, rng):
+        fpt = self.cfg.model.frames_per_token
+        pick = [rng.randrange(len(self.items)) for _ in range(self.cfg.loop.batch_size)]
+        max_frames = int(self.cfg.max_seconds * 100) // fpt * fpt
+        mels, targets, n_tok = [], [], []
+        for i in pick:
+            m = self.items[i].mel[:, :max_frames]
+            m = m[:, : m.shape[1] // fpt * fpt]
+            # a cropped utterance keeps the share of its phonemes that fits (CTC tolerates the rough cut)
+            t = self.targets[i]
+            if m.shape[1] < self.items[i].mel.shape[1] // fpt * fpt:
+                t = t[: int(len(t) * m.shape[1] / self.items[i].mel.shape[1])]
+            mels.append(m)
+            targets.append(t)
+            n_tok.append(m.shape[1] // fpt)
+        mel = _pad_mels(mels)
+        if self.cfg.spec_augment:
+            mel = _spec_augment(mel, rng)
+        mel = mel.to(self.device)
+        z, codes, ids, _ = self.model.encode(mel)
+        logp = self.model.ctc_logits(codes).float()
+        up = self.cfg.model.ctc_upsample
+        in_len = torch.tensor([n * up for n in n_tok])
+        tgt_len = torch.tensor([len(t) for t in targets])
+        tgt = torch.tensor([p for t in targets for p in t], dtype=torch.long)
+        ctc = F.ctc_loss(logp.transpose(0, 1), tgt, in_len, tgt_len, blank=0, zero_infinity=True)
+        return {"loss": ctc, "ctc": ctc.detach()}
+
+
+def _spec_augment(mel: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    mel = mel.clone()
+    for b in range(mel.shape[0]):
+        f0 = rng.randrange(0, 70)
+        mel[b, f0 : f0 + rng.randrange(0, 10)] = mel[b].mean()
+        mel[b] += rng.uniform(-1.0, 1.0)  # level
+    return mel
+
+
+def _tokenize_all(tokenizer: Tokenizer, items: list[Item]) -> list[np.ndarray]:
+    fpt = tokenizer.cfg.frames_per_token
+    out = []
+    with torch.inference_mode():
+        for it in items:
+            n = it.mel.shape[1] // fpt * fpt
+            out.append(tokenizer.encode(torch.from_numpy(it.mel[:, :n])[None])[2][0].numpy())
+    return out
+
+
+def stretch_mel(mel: torch.Tensor, frames: int, speed: float) -> torch.Tensor:
+    """Resample a mel (B, C, T) in time so frame j reads input time j * speed: a tempo change, pitch untouched."""
+    pos = torch.arange(frames, dtype=torch.float32) * speed
+    lo = pos.floor().long().clamp(max=mel.shape[-1] - 1)
+    hi = (lo + 1).clamp(max=mel.shape[-1] - 1)
+    w = (pos - lo.float()).clamp(0, 1)
+    return mel[..., lo] * (1 - w) + mel[..., hi] * w
+
+
+class DecoderRecipe(Recipe):
+    kind, model_cls, config_cls = "decoder", Decoder, DecoderConfig
+
+    def __init__(self, cfg: DecoderTrainConfig):
+        self.cfg = cfg
+        tok = load_model(cfg.tokenizer, Tokenizer, TokenizerConfig, "tokenizer")
+        if list(tok.cfg.fsq_levels) != list(cfg.model.fsq_levels) or tok.cfg.frames_per_token != cfg.model.frames_per_token:
+            raise VivavoceError("decoder config: fsq_levels / frames_per_token must match the tokenizer's")
+        self.model = Decoder(cfg.model)
+        self.items = load_items(cfg.loop.manifest, cfg.loop.cache_dir)
+        self.ids = _tokenize_all(tok, self.items)
+        self.by_speaker: dict[str, list[int]] = {}
+        for i, it in enumerate(self.items):
+            self.by_speaker.setdefault(it.speaker, []).append(i)
+        self.device = "cpu"
+
+    def to(self, device):
+        self.model.to(device)
+        self.device = device
+
+    def step_losses(self, rng):
+        fpt = self.cfg.model.frames_per_token
+        speed = rng.uniform(*self.cfg.speed_range) if rng.random() < 0.7 else 1.0
+        pick = [rng.randrange(len(self.items)) for _ in range(self.cfg.loop.batch_size)]
+        crops = []
+        for i in pick:
+            n = len(self.ids[i])
+            a = rng.randrange(0, max(1, n - self.cfg.crop_tokens + 1))
+            crops.append((a, min(n, a + self.cfg.crop_tokens)))
+        n_max = max(b - a for a, b in crops)
+        J = num_frames(n_max, speed, fpt)
+        ids = torch.zeros(len(pick), n_max, dtype=torch.long)
+        targets, mask, spk, ctrl = [], torch.zeros(len(pick), 1, J), [], []
+        for b, (i, (t0, t1)) in enumerate(zip(pick, crops)):
+            it, n = self.items[i], t1 - t0
+            ids[b, :n] = torch.from_numpy(self.ids[i][t0:t1])
+            ref = self.items[rng.choice(self.by_speaker[it.speaker])]
+            gain = rng.uniform(-self.cfg.gain_db, self.cfg.gain_db)
+            mel = torch.from_numpy(it.mel[:, t0 * fpt : t1 * fpt]) + gain / 10 * math.log(10)
+            mel = stretch_mel(mel, J, speed)
+            targets.append(mel)
+            mask[b, :, : num_frames(n, speed, fpt)] = 1
+            pitch = 12 * (it.log_f0 - ref.log_f0) / math.log(2) if math.isfinite(it.log_f0 - ref.log_f0) else 0.0
+            spk.append(torch.from_numpy(ref.dvector))
+            ctrl.append(control_vector(speed, pitch, it.rms_db - ref.rms_db + gain))
+        target = torch.stack(targets).to(self.device)
+        mask = mask.to(self.device)
+        pred = self.model(ids.to(self.device), torch.stack(spk).to(self.device), torch.stack(ctrl).to(self.device))
+        l1 = ((pred.float() - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
+        return {"loss": l1, "mel_l1": l1.detach()}
+
+
+class MultiResolutionSTFTLoss(torch.nn.Module):
+    def __init__(self, resolutions):
+        super().__init__()
+        self.resolutions = [tuple(r) for r in resolutions]
+
+    def forward(self, y, x):
+        total = 0.0
+        for n_fft, hop in self.resolutions:
+            w = torch.hann_window(n_fft, device=y.device)
+            Y = torch.stft(y, n_fft, hop, window=w, return_complex=True).abs().clamp_min(1e-7)
+            X = torch.stft(x, n_fft, hop, window=w, return_complex=True).abs().clamp_min(1e-7)
+            sc = torch.linalg.norm(Y - X) / torch.linalg.norm(X)
+            total = total + sc + F.l1_loss(Y.log(), X.log())
+        return total / len(self.resolutions)
+
+
+class VocoderRecipe(Recipe):
+    kind, model_cls, config_cls = "vocoder", Vocoder, VocoderConfig
+
+    def __init__(self, cfg: VocoderTrainConfig):
+        if cfg.adversarial:
+            raise VivavoceError("vocoder config: adversarial training is not implemented yet (set adversarial: false)")
+        if cfg.model.sample_rate != 16000:
+            raise VivavoceError("vocoder training reads the 16 kHz corpus; an hq-48k run needs 48 kHz audio")
+        self.cfg = cfg
+        self.model = Vocoder(cfg.model)
+        self.items = [it for it in load_items(cfg.loop.manifest, cfg.loop.cache_dir)
+                      if it.mel.shape[1] > cfg.segment_frames + 4]  # fmt: skip
+        if not self.items:
+            raise VivavoceError("vocoder training: no utterance is longer than one training window")
+        self.stft_loss = MultiResolutionSTFTLoss(cfg.stft_resolutions)
+        self.mel = LogMel()
+        self.device = "cpu"
+
+    def to(self, device):
+        self.model.to(device)
+        self.stft_loss.to(device)
+        self.mel.to(device)
+        self.device = device
+
+    def step_losses(self, rng):
+        T, hop = self.cfg.segment_frames, self.cfg.model.hop
+        mels, wavs = [], []
+        for _ in range(self.cfg.loop.batch_size):
+            it = self.items[rng.randrange(len(self.items))]
+            start = rng.randrange(0, it.mel.shape[1] - T)
+            mels.append(torch.from_numpy(it.mel[:, start : start + T]))
+            wavs.append(torch.from_numpy(it.audio[start * hop : (start + T) * hop]))
+        mel, wav = torch.stack(mels).to(self.device), torch.stack(wavs).to(self.device)
+        # the first and last frames lack context inside a window: score only the middle
+        cut = self.model.cfg.n_fft
+        y = self.model(mel).float()[:, cut:-cut]
+        x = wav[:, cut:-cut]
+        stft = self.stft_loss(y, x)
+        mel_l1 = F.l1_loss(self.mel(y), self.mel(x))
+        loss = stft + self.cfg.mel_weight * mel_l1
+        return {"loss": loss, "stft": stft.detach(), "mel_l1": mel_l1.detach()}
+
+
+RECIPES = {
+    "tokenizer": (TokenizerTrainConfig, TokenizerRecipe),
+    "decoder": (DecoderTrainConfig, DecoderRecipe),
+    "vocoder": (VocoderTrainConfig, VocoderRecipe),
+}

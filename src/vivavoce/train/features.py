@@ -1,0 +1,90 @@
+"""Training items from a manifest (JSONL: audio, text, phonemes, speaker), with per-utterance features cached.
+
+The cache (one .npz per utterance, keyed by the audio path) holds the 16 kHz audio, its log-mel, the Resemblyzer
+d-vector, the mean log-F0 of voiced frames and the RMS level, so every trainer reads the same features and the
+corpus only needs to provide the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vivavoce.audio.io import AudioLimits, read_audio
+from vivavoce.errors import VivavoceError
+
+
+@dataclass
+class Item:
+    id: str
+    text: str
+    phonemes: str
+    speaker: str
+    audio: np.ndarray  # 16 kHz float32
+    mel: np.ndarray  # (80, frames) float32
+    dvector: np.ndarray  # (256,)
+    log_f0: float  # mean over voiced frames (nan if none)
+    rms_db: float
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise VivavoceError(f"{path}: no such manifest (make one with `python -m vivavoce.train.codec_data`)")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise VivavoceError(f"{path}:{n}: not JSON ({e})") from None
+        missing = {"audio", "text", "phonemes", "speaker"} - set(row)
+        if missing:
+            raise VivavoceError(f"{path}:{n}: missing keys {sorted(missing)}")
+        audio = Path(row["audio"])
+        row["audio"] = str(audio if audio.is_absolute() else path.parent / audio)
+        row.setdefault("id", audio.stem)
+        rows.append(row)
+    if not rows:
+        raise VivavoceError(f"{path}: empty manifest")
+    return rows
+
+
+def mean_log_f0(audio: np.ndarray) -> float:
+    import parselmouth
+
+    f0 = parselmouth.Sound(audio.astype(np.float64), 16000).to_pitch(time_step=0.01).selected_array["frequency"]
+    voiced = f0[f0 > 0]
+    return float(np.log(voiced).mean()) if voiced.size else float("nan")
+
+
+def load_items(manifest: str | Path, cache_dir: str | Path, progress: bool = True) -> list[Item]:
+    from vivavoce.codec.mel import log_mel
+    from vivavoce.codec.speaker import speaker_embedding
+
+    cache = Path(cache_dir) / "features"
+    cache.mkdir(parents=True, exist_ok=True)
+    items = []
+    for row in tqdm(read_manifest(manifest), desc="features", disable=not progress, leave=False):
+        key = hashlib.sha1(row["audio"].encode()).hexdigest()[:16]
+        f = cache / f"{row['id']}-{key}.npz"
+        if f.is_file():
+            z = np.load(f)
+            audio, mel, dvec, lf0, rms = z["audio"], z["mel"], z["dvector"], float(z["log_f0"]), float(z["rms_db"])
+        else:
+            audio = read_audio(row["audio"], 16000, AudioLimits(max_seconds=30.0))
+            mel = log_mel(audio).numpy()
+            dvec = speaker_embedding(audio)
+            lf0 = mean_log_f0(audio)
+            rms = float(20 * np.log10(np.sqrt(np.mean(audio**2)) + 1e-8))
+            tmp = f.with_suffix(".tmp.npz")
+            np.savez(tmp, audio=audio, mel=mel, dvector=dvec, log_f0=lf0, rms_db=rms)
+            tmp.replace(f)
+        items.append(Item(row["id"], row["text"], row["phonemes"], row["speaker"], audio, mel, dvec, lf0, rms))
+    return items

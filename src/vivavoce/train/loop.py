@@ -1,0 +1,212 @@
+"""The shared training loop: checkpoints (safetensors) that resume after a kill, CSV log, progress bar, loss plot.
+
+A recipe gives the model to train and `step_losses(rng) -> {name: loss}`; the loop owns optimisation and files.
+In `out_dir`: model.safetensors (trainable weights + config), optim.safetensors (optimizer state, flattened),
+state.json (step, elapsed time, config), log.csv, loss.png. Each file is replaced atomically, state.json last,
+so a kill at any moment leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from vivavoce.codec.checkpoint import load_model, save_model
+from vivavoce.errors import VivavoceError
+
+
+@dataclass
+class LoopConfig:
+    manifest: str = "cache/codec-data/train.jsonl"
+    cache_dir: str = "cache/codec-data"
+    out_dir: str = "runs/codec"
+    steps: int = 2000
+    max_minutes: float = 0.0  # stop (after a checkpoint) once this much wall time is spent in all; 0 = no limit
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False  # autocast matmuls to bfloat16 (CPU or CUDA)
+    threads: int = 1
+
+
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
+    """torch optimizer state_dict -> (flat tensors, JSON of the rest): safetensors holds tensors only."""
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, json.dumps({"param_groups": state["param_groups"], "scalars": scalars})
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: str) -> dict:
+    meta = json.loads(rest)
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def plot_losses(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    names = [k for k in rows[0] if k not in ("step", "seconds", "lr")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [int(r["step"]) for r in rows]
+    for name in names:
+        ax.plot(steps, [float(r[name]) for r in rows], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+
+class Recipe:
+    """What a recipe provides to `train`."""
+
+    kind: str  # "tokenizer" | "decoder" | "vocoder": the checkpoint's kind
+    model: torch.nn.Module  # the trainable part, saved as model.safetensors
+    model_cls: type
+    config_cls: type
+
+    def step_losses(self, rng: random.Random) -> dict[str, torch.Tensor]:  # "loss" is optimised
+        raise NotImplementedError
+
+    def to(self, device: str) -> None:
+        self.model.to(device)
+
+
+def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise VivavoceError("--device cuda: no CUDA GPU is available here")
+    model = recipe.model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
+    step, elapsed = 0, 0.0
+    state_path = out / "state.json"
+    if state_path.is_file():  # resume
+        state = json.loads(state_path.read_text())
+        if state.get("kind") != recipe.kind:
+            raise VivavoceError(f"{out}: holds a {state.get('kind')} run, not a {recipe.kind} run")
+        model.load_state_dict(load_model(out / "model.safetensors", recipe.model_cls, recipe.config_cls,
+                                         recipe.kind).state_dict())  # fmt: skip
+        from safetensors import safe_open
+
+        with safe_open(str(out / "optim.safetensors"), "pt") as f:
+            rest = f.metadata()["rest"]
+        opt.load_state_dict(unflatten_optimizer(load_file(str(out / "optim.safetensors")), rest))
+        step, elapsed = state["step"], state["elapsed"]
+        print(f"resuming {recipe.kind} from step {step}", flush=True)
+    recipe.to(cfg.device)
+    for group in opt.state.values():
+        for k, v in group.items():
+            if torch.is_tensor(v) and k != "step":
+                group[k] = v.to(cfg.device)
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    torch.manual_seed(cfg.seed * 1_000_003 + step)
+    np.random.seed((cfg.seed * 1_000_003 + step) % 2**32)
+
+    def lr_at(s: int) -> float:
+        warm = min(1.0, (s + 1) / max(1, cfg.warmup))
+        return cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, cfg.steps))))
+
+    def checkpoint() -> None:
+        save_model(out / "model.safetensors", model.cpu(), recipe.kind, step=step)
+        model.to(cfg.device)
+        tensors, rest = flatten_optimizer(opt.state_dict())
+        tmp = out / "optim.tmp"
+        save_file(tensors, str(tmp), metadata={"rest": rest})
+        os.replace(tmp, out / "optim.safetensors")
+        _atomic_json(state_path, {"kind": recipe.kind, "step": step, "elapsed": elapsed, "config": full_config})
+        if (out / "log.csv").is_file():
+            plot_losses(out / "log.csv", out / "loss.png")
+
+    log_path = out / "log.csv"
+    log_file = log_path.open("a", newline="")
+    writer = None
+    sums: dict[str, float] = {}
+    count = 0
+    start = time.time() - elapsed
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {recipe.kind}", dynamic_ncols=True, mininterval=2)
+    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    try:
+        while step < cfg.steps:
+            model.train()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                losses = recipe.step_losses(rng)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].float().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            count += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            bar.update(1)
+            elapsed = time.time() - start
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "seconds": round(elapsed, 1), "lr": f"{lr_at(step):.3g}"}
+                row.update({k: f"{v / count:.5g}" for k, v in sums.items()})
+                if writer is None:
+                    writer = csv.DictWriter(log_file, fieldnames=list(row))
+                    if log_path.stat().st_size == 0:
+                        writer.writeheader()
+                writer.writerow(row)
+                log_file.flush()
+                bar.set_postfix(loss=f"{sums['loss'] / count:.4g}")
+                sums, count = {}, 0
+            out_of_time = cfg.max_minutes > 0 and elapsed > cfg.max_minutes * 60
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+                checkpoint()
+            if out_of_time:
+                print(f"stopping at step {step}: max_minutes {cfg.max_minutes} reached", flush=True)
+                break
+    finally:
+        bar.close()
+        log_file.close()
+    return out / "model.safetensors"
+
+
+def loop_config_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(LoopConfig)}

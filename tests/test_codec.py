@@ -1,0 +1,241 @@
+"""Codec: shapes and rates, causal streaming, speed control, checkpoints, resume after a kill, CLI, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest_codec import codec, dvector, espeak16k, speech, speech_wav  # noqa: F401
+from vivavoce.codec.checkpoint import load_model, save_model
+from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector
+from vivavoce.codec.mel import LogMel, MelStream, log_mel
+from vivavoce.codec.phonemes import decode_phonemes, encode_phonemes
+from vivavoce.codec.tokenizer import Tokenizer, TokenizerConfig
+from vivavoce.codec.vocoder import PROFILES, Vocoder
+from vivavoce.errors import VivavoceError
+from vivavoce.speechtools.tts import espeak_phonemes
+from vivavoce.train.loop import flatten_optimizer, unflatten_optimizer
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def test_shapes_and_rates(codec, speech, dvector):
+    assert codec.tokenizer.codebook_size >= 1024
+    assert codec.token_rate == 12.5 and codec.sample_rate == 16000
+    mel = log_mel(speech)
+    assert mel.shape == (80, speech.size // 160)
+    ids = codec.encode(speech)
+    assert ids.dtype == np.int64 and ids.size == -(-speech.size // 1280)
+    assert 0 <= ids.min() and ids.max() < codec.tokenizer.codebook_size
+    audio = codec.decode(ids, dvector)
+    assert audio.shape == (ids.size * 1280,) and np.isfinite(audio).all()
+    assert codec.bitrate == pytest.approx(12.5 * np.log2(codec.tokenizer.codebook_size))
+
+
+def test_hq48k_profile_shapes():
+    voc = Vocoder(PROFILES["hq-48k"])
+    with torch.no_grad():
+        out = voc(torch.randn(1, 80, 20) - 5)
+    assert out.shape == (1, 20 * 480)
+
+
+def test_mel_stream_matches_whole(speech):
+    mel = LogMel()
+    stream = MelStream(mel)
+    parts = [stream.push(torch.from_numpy(speech[i : i + 777])) for i in range(0, speech.size, 777)]
+    torch.testing.assert_close(torch.cat(parts, -1), log_mel(speech), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("piece", [1280, 700])
+def test_streaming_encode_equals_offline(codec, speech, piece):
+    offline = codec.encode(speech)
+    stream = codec.encode_stream()
+    got = [stream.push(speech[i : i + piece]) for i in range(0, speech.size, piece)]
+    got.append(stream.flush())
+    np.testing.assert_array_equal(np.concatenate(got), offline)
+
+
+def test_tokenizer_is_causal(codec, speech):
+    """Changing the future never changes past tokens."""
+    ids = codec.encode(speech)
+    changed = speech.copy()
+    changed[20 * 1280 :] = np.random.default_rng(0).normal(0, 0.1, changed.size - 20 * 1280)
+    np.testing.assert_array_equal(codec.encode(changed)[:20], ids[:20])
+    assert not np.array_equal(codec.encode(changed)[20:], ids[20:])
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.3])
+def test_streaming_decode_matches_offline(codec, speech, dvector, speed):
+    ids = codec.encode(speech)
+    offline = codec.decode(ids, dvector, speed=speed)
+    stream = codec.decode_stream(dvector, speed=speed, chunk=5)
+    parts = [stream.push(ids[i : i + 2]) for i in range(0, ids.size, 2)]
+    parts.append(stream.flush())
+    streamed = np.concatenate(parts)
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() < 1e-3 * max(1.0, np.abs(offline).max())
+    assert stream.lookahead_tokens <= 3
+
+
+def test_first_chunk_needs_bounded_lookahead(codec, speech, dvector):
+    ids = codec.encode(speech)
+    stream = codec.decode_stream(dvector, chunk=5)
+    assert stream.push(ids[:5]).size == 0  # look-ahead still missing
+    first = stream.push(ids[5 : 5 + stream.lookahead_tokens])
+    assert first.size > 0.3 * 16000
+
+
+def test_speed_changes_duration(codec, speech, dvector):
+    ids = codec.encode(speech)
+    normal = codec.decode(ids, dvector, speed=1.0)
+    fast = codec.decode(ids, dvector, speed=1.3)
+    assert fast.size / normal.size == pytest.approx(1 / 1.3, rel=0.02)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    dec = Decoder(DecoderConfig(dim=32, token_layers=1, frame_layers=1))
+    path = save_model(tmp_path / "decoder.safetensors", dec, "decoder", step=7)
+    back = load_model(path, Decoder, DecoderConfig, "decoder")
+    assert back.cfg == dec.cfg
+    ids = torch.randint(0, 1024, (1, 6))
+    spk, ctrl = torch.randn(1, 256), control_vector(1.0)[None]
+    torch.testing.assert_close(back(ids, spk, ctrl), dec.eval()(ids, spk, ctrl))
+    with pytest.raises(VivavoceError, match="not a 'tokenizer'"):
+        load_model(path, Tokenizer, TokenizerConfig, "tokenizer")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(VivavoceError, match="not a readable"):
+        load_model(tmp_path / "junk.safetensors", Decoder, DecoderConfig, "decoder")
+
+
+def test_optimizer_state_flattens_and_back():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, rest = flatten_optimizer(opt.state_dict())
+    opt2 = torch.optim.AdamW(model.parameters())
+    opt2.load_state_dict(unflatten_optimizer(tensors, rest))
+    a, b = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
+    torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert float(a["step"]) == float(b["step"])
+
+
+def test_phoneme_vocabulary_round_trip():
+    ipa = espeak_phonemes("The church judge measured the thing.")
+    ids = encode_phonemes(ipa)
+    assert len(ids) > 15 and 0 not in ids
+    assert decode_phonemes(ids).replace(" ", "") == "".join(ch for ch in ipa if ch not in "ˈˌ ")
+
+
+def _tiny_run(tmp_path: Path) -> Path:
+    from vivavoce.audio.io import write_audio
+
+    rows = []
+    for i, text in enumerate(["One small test sentence for training.", "Another short clip, spoken slowly."]):
+        path = write_audio(tmp_path / f"u{i}.wav", espeak16k(text), 16000)
+        rows.append({"audio": str(path), "text": text, "phonemes": espeak_phonemes(text), "speaker": "espeak"})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"""loop:
+  manifest: {tmp_path}/train.jsonl
+  cache_dir: {tmp_path}/cache
+  out_dir: {tmp_path}/run
+  steps: 400
+  batch_size: 2
+  checkpoint_every: 3
+  log_every: 1
+model: {{dim: 16, layers: 1}}
+segment_frames: 24
+""")
+    return cfg
+
+
+def _state(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def test_training_resumes_after_kill(tmp_path):
+    cfg = _tiny_run(tmp_path)
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "vivavoce.cli", "--threads", "1", "train", "vocoder", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 90
+    while (_state(run) is None or _state(run)["step"] < 3) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = _state(run)
+    assert killed is not None and killed["step"] >= 3, proc.stdout.read()
+    target = killed["step"] + 4
+    done = subprocess.run(cmd + ["--steps", str(target)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming vocoder from step {killed['step']}" in done.stdout
+    assert _state(run)["step"] == target
+    logged = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    assert logged[-1] == target and killed["step"] + 1 in logged
+    assert (run / "loss.png").stat().st_size > 1000
+    load_model(run / "model.safetensors", Vocoder, PROFILES["lite-16k"].__class__, "vocoder")
+
+
+def _cli(*args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, "-m", "vivavoce.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_resynth_cli_writes_audio(tmp_path, speech_wav, speech):
+    from vivavoce.audio.io import read_audio
+
+    ref = tmp_path / "ref.wav"
+    from vivavoce.audio.io import write_audio
+
+    write_audio(ref, espeak16k("A different voice speaks this reference.", "en-gb+f3"), 16000)
+    out = tmp_path / "out.wav"
+    run = _cli("codec", "resynth", str(speech_wav), "-o", str(out), "--voice", str(ref), "--speed", "1.3", "--json")
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    audio = read_audio(out, 16000)
+    assert audio.size / 16000 == pytest.approx(speech.size / 16000 / 1.3, rel=0.05)
+    assert info["tokens"] == -(-speech.size // 1280) and info["bitrate_bps"] == 125.0
+
+
+@pytest.mark.parametrize(
+    "make, expect",
+    [
+        (lambda p: p.write_bytes(b"hello, not audio"), "not a readable audio file"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+    ],
+)
+def test_resynth_cli_bad_input_is_one_line(tmp_path, make, expect):
+    bad = tmp_path / "bad.wav"
+    make(bad)
+    run = _cli("codec", "resynth", str(bad), "-o", str(tmp_path / "o.wav"))
+    assert run.returncode == 2 and expect in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_bad_arguments(codec, speech_wav, tmp_path, dvector):
+    run = _cli("codec", "resynth", str(speech_wav), "--speed", "5")
+    assert run.returncode == 2 and "outside 0.5..2.0" in run.stderr
+    run = _cli("train", "decoder", "--manifest", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r"))
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    with pytest.raises(VivavoceError, match="token ids"):
+        codec.decode([5, 99999], dvector)
+    with pytest.raises(VivavoceError, match="NaN"):
+        codec.encode(np.full(3200, np.nan, dtype=np.float32))
+    with pytest.raises(VivavoceError, match="empty"):
+        codec.encode(np.zeros(0, dtype=np.float32))
