@@ -13,6 +13,8 @@ streamed waveform equals offline decoding up to float rounding.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -69,8 +71,8 @@ class DecodeStream:
     @property
     def lookahead_tokens(self) -> int:
         """Tokens past a chunk's end that must arrive before the chunk can be decoded."""
-        frames = self.voc.rf[1] + self.dec.frame_rf[1]
-        return -(-frames * 1 // self.fpt) + 1 + self.dec.token_rf[1]
+        frames = self.voc.rf[1] + self.dec.frame_rf[1]  # frames of look-ahead past the chunk's last frame
+        return math.ceil(frames * self.speed / self.fpt) + self.dec.token_rf[1]
 
     def push(self, ids) -> np.ndarray:
         ids = torch.as_tensor(np.asarray(ids, dtype=np.int64)).reshape(1, -1)

@@ -65,7 +65,7 @@ class TokenizerRecipe(Recipe):
     def __init__(self, cfg: TokenizerTrainConfig):
         self.cfg = cfg
         self.model = Tokenizer(cfg.model)
-        self.items = load_items(cfg.loop.manifest, cfg.loop.cache_dir)
+        self.items = load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=False)
         self.targets = [encode_phonemes(it.phonemes) for it in self.items]
         self.device = "cpu"
 
@@ -208,7 +208,7 @@ class VocoderRecipe(Recipe):
             raise VivavoceError("vocoder training reads the 16 kHz corpus; an hq-48k run needs 48 kHz audio")
         self.cfg = cfg
         self.model = Vocoder(cfg.model)
-        self.items = [it for it in load_items(cfg.loop.manifest, cfg.loop.cache_dir)
+        self.items = [it for it in load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=False)
                       if it.mel.shape[1] > cfg.segment_frames + 4]  # fmt: skip
         if not self.items:
             raise VivavoceError("vocoder training: no utterance is longer than one training window")

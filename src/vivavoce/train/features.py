@@ -64,7 +64,8 @@ def mean_log_f0(audio: np.ndarray) -> float:
     return float(np.log(voiced).mean()) if voiced.size else float("nan")
 
 
-def load_items(manifest: str | Path, cache_dir: str | Path, progress: bool = True) -> list[Item]:
+def load_items(manifest: str | Path, cache_dir: str | Path, progress: bool = True, speaker: bool = True) -> list[Item]:
+    """`speaker=False` skips the d-vector and F0 (the tokenizer and vocoder do not need them) when not cached."""
     from vivavoce.codec.mel import log_mel
     from vivavoce.codec.speaker import speaker_embedding
 
@@ -74,17 +75,21 @@ def load_items(manifest: str | Path, cache_dir: str | Path, progress: bool = Tru
     for row in tqdm(read_manifest(manifest), desc="features", disable=not progress, leave=False):
         key = hashlib.sha1(row["audio"].encode()).hexdigest()[:16]
         f = cache / f"{row['id']}-{key}.npz"
-        if f.is_file():
-            z = np.load(f)
-            audio, mel, dvec, lf0, rms = z["audio"], z["mel"], z["dvector"], float(z["log_f0"]), float(z["rms_db"])
-        else:
-            audio = read_audio(row["audio"], 16000, AudioLimits(max_seconds=30.0))
-            mel = log_mel(audio).numpy()
-            dvec = speaker_embedding(audio)
-            lf0 = mean_log_f0(audio)
-            rms = float(20 * np.log10(np.sqrt(np.mean(audio**2)) + 1e-8))
+        z = dict(np.load(f)) if f.is_file() else {}
+        changed = not z
+        if not z:
+            z["audio"] = read_audio(row["audio"], 16000, AudioLimits(max_seconds=30.0))
+            z["mel"] = log_mel(z["audio"]).numpy()
+            z["rms_db"] = np.float32(20 * np.log10(np.sqrt(np.mean(z["audio"] ** 2)) + 1e-8))
+        if speaker and "dvector" not in z:
+            z["dvector"] = speaker_embedding(z["audio"])
+            z["log_f0"] = np.float32(mean_log_f0(z["audio"]))
+            changed = True
+        if changed:
             tmp = f.with_suffix(".tmp.npz")
-            np.savez(tmp, audio=audio, mel=mel, dvector=dvec, log_f0=lf0, rms_db=rms)
+            np.savez(tmp, **z)
             tmp.replace(f)
-        items.append(Item(row["id"], row["text"], row["phonemes"], row["speaker"], audio, mel, dvec, lf0, rms))
+        dvec = z.get("dvector", np.zeros(256, dtype=np.float32))
+        items.append(Item(row["id"], row["text"], row["phonemes"], row["speaker"], z["audio"], z["mel"], dvec,
+                          float(z.get("log_f0", np.nan)), float(z["rms_db"])))  # fmt: skip
     return items

@@ -1,0 +1,145 @@
+"""Benchmark of the speech codec on held-out utterances (the codec-data test manifest: unseen sentences, Piper
+joe, trained espeak voices and one espeak voice never heard in training).
+
+Systems compared on the same clips: the original, Griffin-Lim (librosa, 32 iterations) of the original's mel,
+our vocoder on the original's mel (copy synthesis), full codec resynthesis (tokens -> decoder -> vocoder) and
+Griffin-Lim of the decoder's mel. Metrics: WER by Whisper tiny.en, DNSMOS OVRL, Resemblyzer similarity to the
+original; tokenizer phone error rate (greedy CTC vs espeak-ng), code usage and perplexity, bitrate; encode and
+decode real-time factor on one core; streaming first-chunk latency.
+
+    PYTHONPATH=src python benchmarks/codec.py [--limit 12] [--checkpoints DIR] [--json reports/bench-codec.json]
+
+Run it alone on the machine: another CPU job beside it skews every timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def griffin_lim(mel: np.ndarray) -> np.ndarray:
+    import librosa
+
+    power = np.exp(mel)
+    return librosa.feature.inverse.mel_to_audio(power, sr=16000, n_fft=640, hop_length=160, win_length=640,
+                                                power=2.0, htk=True, norm="slaney", n_iter=32, fmin=0.0,
+                                                fmax=8000.0).astype(np.float32)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", default="cache/codec-data/test.jsonl")
+    ap.add_argument("--cache-dir", default="cache/codec-data")
+    ap.add_argument("--checkpoints", default=None)
+    ap.add_argument("--limit", type=int, default=12, help="utterances (spread over the manifest)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from vivavoce.codec import Codec
+    from vivavoce.codec.decoder import control_vector
+    from vivavoce.codec.mel import log_mel
+    from vivavoce.codec.phonemes import ctc_greedy, encode_phonemes
+    from vivavoce.eval.intelligibility import corpus_wer
+    from vivavoce.eval.quality import dnsmos
+    from vivavoce.eval.speaker import speaker_similarity
+    from vivavoce.speechtools.asr import WhisperASR
+    from vivavoce.train.features import load_items
+
+    torch.set_num_threads(1)
+    codec = Codec.load(args.checkpoints)
+    items = load_items(args.manifest, args.cache_dir, progress=False)
+    step = max(1, len(items) // args.limit)
+    items = items[::step][: args.limit]
+    seconds = sum(it.audio.size for it in items) / 16000
+
+    # speed on one core: whole-clip encode and decode (the d-vector is timed apart: once per voice, not per clip)
+    t = time.perf_counter()
+    ids = [codec.encode(it.audio) for it in items]
+    enc_rtf = (time.perf_counter() - t) / seconds
+    t = time.perf_counter()
+    spk = [codec.speaker(it.audio) for it in items]
+    dvec_s = (time.perf_counter() - t) / len(items)
+    t = time.perf_counter()
+    resynth = [codec.decode(i, s.numpy()) for i, s in zip(ids, spk)]
+    dec_rtf = (time.perf_counter() - t) / seconds
+
+    # streaming: 5-token chunks; latency = compute time of the push that completes the first chunk's look-ahead
+    first_latency, stream_time, max_diff = [], 0.0, 0.0
+    for i, s, offline in zip(ids, spk, resynth):
+        stream = codec.decode_stream(s.numpy(), chunk=5)
+        need = 5 + stream.lookahead_tokens
+        pre = stream.push(i[: need - 1])
+        t = time.perf_counter()
+        first = stream.push(i[need - 1 : need])
+        first_latency.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        rest = [stream.push(i[k : k + 1]) for k in range(need, i.size)] + [stream.flush()]
+        stream_time += time.perf_counter() - t + first_latency[-1]
+        out = np.concatenate([pre, first, *rest])
+        max_diff = max(max_diff, float(np.abs(out - offline).max()) if out.size == offline.size else float("inf"))
+
+    # tokenizer: phone error rate of the greedy CTC head, code usage
+    per_edits = per_len = 0
+    import jiwer
+
+    with torch.inference_mode():
+        for it, i in zip(items, ids):
+            codes = codec.tokenizer.fsq.codes(torch.from_numpy(i))[None]
+            hyp = ctc_greedy(codec.tokenizer.ctc_logits(codes)[0].argmax(-1))
+            ref = encode_phonemes(it.phonemes)
+            m = jiwer.process_words(" ".join(map(str, ref)), " ".join(map(str, hyp)) or "-")
+            per_edits += m.substitutions + m.deletions + m.insertions
+            per_len += len(ref)
+    counts = Counter(int(x) for i in ids for x in i)
+    total = sum(counts.values())
+    entropy = -sum(c / total * math.log2(c / total) for c in counts.values())
+
+    # quality of each system on the same clips
+    systems = {"original": [it.audio for it in items]}
+    systems["griffin-lim(original mel)"] = [griffin_lim(it.mel) for it in items]
+    with torch.inference_mode():
+        systems["vocoder(original mel)"] = [codec.vocoder(torch.from_numpy(it.mel)[None])[0].numpy() for it in items]
+        dec_mels = [codec.decoder(torch.from_numpy(i)[None], s[None], control_vector()[None])[0].numpy()
+                    for i, s in zip(ids, spk)]  # fmt: skip
+    systems["codec resynthesis"] = resynth
+    systems["griffin-lim(decoder mel)"] = [griffin_lim(m) for m in dec_mels]
+    asr = WhisperASR(threads=2)
+    rows = {}
+    for name, audios in systems.items():
+        hyps = [asr.transcribe(a) for a in audios]
+        rows[name] = {
+            "wer": round(corpus_wer([it.text for it in items], hyps), 3),
+            "dnsmos_ovrl": round(float(np.mean([dnsmos(a, 16000)["ovrl"] for a in audios])), 3),
+            "speaker_sim": round(float(np.mean([speaker_similarity(a, 16000, it.audio, 16000)
+                                                for a, it in zip(audios, items)])), 3),  # fmt: skip
+            "example": hyps[0],
+        }
+    report = {
+        "utterances": len(items), "seconds": round(seconds, 1), "reference_text_0": items[0].text,
+        "systems": rows,
+        "tokenizer": {"phone_error_rate": round(per_edits / max(1, per_len), 3),
+                      "codebook_size": codec.tokenizer.codebook_size, "codes_used": len(counts),
+                      "code_perplexity": round(2**entropy, 1), "bitrate_bps": codec.bitrate},
+        "speed_1_core": {"encode_rtf": round(enc_rtf, 4), "decode_rtf": round(dec_rtf, 4),
+                         "stream_decode_rtf": round(stream_time / seconds, 4),
+                         "dvector_s_per_clip": round(dvec_s, 3),
+                         "first_chunk_compute_ms": round(1000 * float(np.median(first_latency)), 1),
+                         "first_chunk_tokens_needed": 5 + codec.decode_stream(spk[0].numpy()).lookahead_tokens,
+                         "stream_vs_offline_max_abs_diff": max_diff},
+    }  # fmt: skip
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
