@@ -31,6 +31,9 @@ class TokenizerTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(out_dir="runs/codec/tokenizer"))
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     max_seconds: float = 6.0  # longer utterances are cropped (from the start: the model is causal)
+    # FSQ bounds z with tanh: once |z| drifts past ~2 the gradient vanishes and every frame rounds to one code (seen
+    # in a first run, during CTC's blank plateau). This keeps z in the range where rounding still discriminates.
+    saturation_weight: float = 1.0
     spec_augment: bool = True
 
 
@@ -99,7 +102,10 @@ class TokenizerRecipe(Recipe):
         tgt_len = torch.tensor([len(t) for t in targets])
         tgt = torch.tensor([p for t in targets for p in t], dtype=torch.long)
         ctc = F.ctc_loss(logp.transpose(0, 1), tgt, in_len, tgt_len, blank=0, zero_infinity=True)
-        return {"loss": ctc, "ctc": ctc.detach()}
+        sat = (z.float().abs() - 1.5).clamp_min(0).pow(2).mean()
+        used = ids.unique().numel()
+        return {"loss": ctc + self.cfg.saturation_weight * sat, "ctc": ctc.detach(), "saturation": sat.detach(),
+                "codes_in_batch": torch.tensor(float(used))}
 
 
 def _spec_augment(mel: torch.Tensor, rng: random.Random) -> torch.Tensor:
