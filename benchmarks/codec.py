@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--manifest", default="cache/codec-data/test.jsonl")
     ap.add_argument("--cache-dir", default="cache/codec-data")
     ap.add_argument("--checkpoints", default=None)
-    ap.add_argument("--limit", type=int, default=12, help="utterances (spread over the manifest)")
+    ap.add_argument("--limit", type=int, default=12, help="utterances (the first of the manifest)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -56,8 +56,7 @@ def main() -> None:
     torch.set_num_threads(1)
     codec = Codec.load(args.checkpoints)
     items = load_items(args.manifest, args.cache_dir, progress=False)
-    step = max(1, len(items) // args.limit)
-    items = items[::step][: args.limit]
+    items = items[: args.limit]  # the test manifest interleaves Piper, trained espeak and unseen espeak clips
     seconds = sum(it.audio.size for it in items) / 16000
 
     # speed on one core: whole-clip encode and decode (the d-vector is timed apart: once per voice, not per clip)
@@ -110,6 +109,11 @@ def main() -> None:
         dec_mels = [codec.decoder(torch.from_numpy(i)[None], s[None], control_vector()[None])[0].numpy()
                     for i, s in zip(ids, spk)]  # fmt: skip
     systems["codec resynthesis"] = resynth
+    # voice cloning: decode with another test clip of the same speaker as the reference (same d-vector source
+    # for unseen voices: the espeak voice no training clip has)
+    all_items = load_items(args.manifest, args.cache_dir, progress=False)
+    others = [next(o for o in all_items if o.speaker == it.speaker and o.id != it.id) for it in items]
+    systems["codec, other-clip voice ref"] = [codec.decode(i, o.audio) for i, o in zip(ids, others)]
     systems["griffin-lim(decoder mel)"] = [griffin_lim(m) for m in dec_mels]
     asr = WhisperASR(threads=2)
     rows = {}
@@ -120,14 +124,27 @@ def main() -> None:
             "dnsmos_ovrl": round(float(np.mean([dnsmos(a, 16000)["ovrl"] for a in audios])), 3),
             "speaker_sim": round(float(np.mean([speaker_similarity(a, 16000, it.audio, 16000)
                                                 for a, it in zip(audios, items)])), 3),  # fmt: skip
+            "speaker_sim_unseen_voice": round(float(np.mean([speaker_similarity(a, 16000, it.audio, 16000)
+                                                             for a, it in zip(audios, items)
+                                                             if it.id.startswith("te-unseen")] or [np.nan])), 3),
             "example": hyps[0],
         }
+    # speed 1.3: duration and pitch against speed 1.0 (speed must not move the pitch)
+    from vivavoce.train.features import mean_log_f0
+
+    ratios, f0_shift = [], []
+    for i, s, normal in zip(ids, spk, resynth):
+        fast = codec.decode(i, s.numpy(), speed=1.3)
+        ratios.append(fast.size / normal.size)
+        f0_shift.append(12 * (mean_log_f0(fast) - mean_log_f0(normal)) / math.log(2))
     report = {
         "utterances": len(items), "seconds": round(seconds, 1), "reference_text_0": items[0].text,
         "systems": rows,
         "tokenizer": {"phone_error_rate": round(per_edits / max(1, per_len), 3),
                       "codebook_size": codec.tokenizer.codebook_size, "codes_used": len(counts),
                       "code_perplexity": round(2**entropy, 1), "bitrate_bps": codec.bitrate},
+        "speed_1.3": {"duration_ratio": round(float(np.mean(ratios)), 3),
+                      "mean_f0_shift_semitones": round(float(np.nanmean(f0_shift)), 2)},
         "speed_1_core": {"encode_rtf": round(enc_rtf, 4), "decode_rtf": round(dec_rtf, 4),
                          "stream_decode_rtf": round(stream_time / seconds, 4),
                          "dvector_s_per_clip": round(dvec_s, 3),
