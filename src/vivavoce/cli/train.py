@@ -30,6 +30,13 @@ def run(args: argparse.Namespace) -> int:
                         ("out_dir", args.out), ("manifest", args.manifest)):  # fmt: skip
         if value is not None:
             setattr(cfg.loop, name, value)
+    if cfg.loop.device.startswith("cuda"):
+        import torch
+
+        from vivavoce.errors import VivavoceError
+
+        if not torch.cuda.is_available():
+            raise VivavoceError("--device cuda: no CUDA GPU is available here")
     path = train(recipe_cls(cfg), cfg.loop, to_dict(cfg))
     print(f"checkpoint: {path}")
     return 0
