@@ -86,6 +86,10 @@ def create_app(config: ServerConfig | None = None, engine=None):
     async def index():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico")
+    async def favicon():
+        return Response(status_code=204)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.websocket("/v1/realtime")

@@ -113,6 +113,13 @@ function onEvent(ev) {
 
 async function start() {
   const key = new URLSearchParams(location.search).get('api_key');
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  ws = new WebSocket(`${proto}://${location.host}/v1/realtime` + (key ? `?api_key=${encodeURIComponent(key)}` : ''));
+  ws.onclose = () => { state.connected = false; status('disconnected'); };
+  ws.onmessage = (m) => onEvent(JSON.parse(m.data));
+  await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('cannot connect')); });
+  state.connected = true;
+  status('ready');
   ctx = new AudioContext({ sampleRate: RATE, latencyHint: 'interactive' });
   await ctx.audioWorklet.addModule('/static/worklet.js');
   stream = await navigator.mediaDevices.getUserMedia({
@@ -132,11 +139,6 @@ async function start() {
     send({ type: 'input_audio_buffer.append', audio: b64(e.data) });
   };
   await ctx.resume();
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  ws = new WebSocket(`${proto}://${location.host}/v1/realtime` + (key ? `?api_key=${encodeURIComponent(key)}` : ''));
-  ws.onopen = () => { state.connected = true; status('ready'); };
-  ws.onclose = () => { state.connected = false; status('disconnected'); };
-  ws.onmessage = (m) => onEvent(JSON.parse(m.data));
   $('start').textContent = 'Stop';
   $('start').classList.add('on');
   $('talk').disabled = $('mode').value !== 'push-to-talk';

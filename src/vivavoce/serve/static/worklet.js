@@ -3,7 +3,8 @@
 class Capture extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.piece = new Int16Array(Math.round(sampleRate / 10)); // 100 ms pieces go to the socket
+    this.size = Math.round(sampleRate / 10); // 100 ms pieces go to the socket
+    this.piece = new Int16Array(this.size);
     this.n = 0;
     this.on = true;
     this.port.onmessage = (e) => { if ('on' in e.data) this.on = e.data.on; };
@@ -16,7 +17,7 @@ class Capture extends AudioWorkletProcessor {
       this.piece[this.n++] = s < 0 ? s * 32768 : s * 32767;
       if (this.n === this.piece.length) {
         this.port.postMessage(this.piece.buffer, [this.piece.buffer]);
-        this.piece = new Int16Array(this.piece.length);
+        this.piece = new Int16Array(this.size); // the old buffer was handed over (detached)
         this.n = 0;
       }
     }
