@@ -174,12 +174,14 @@ class Session:
 
     # ---- configuration -------------------------------------------------------------------------------------
     def configure(self, config: SessionConfig) -> None:
-        rates_changed = config.input_rate != self.config.input_rate
+        old = self.config
+        input_changed = (config.input_rate, config.server_vad, config.turns.prefix_padding_ms) != (
+            old.input_rate, old.server_vad, old.turns.prefix_padding_ms)
         for rate in (config.input_rate, config.output_rate):
             if rate not in RATES:
                 raise VivavoceError(f"sample rate {rate} is not supported; use one of {', '.join(map(str, RATES))}")
         self.config = config
-        if rates_changed:
+        if input_changed:
             self._reset_input()
 
     def _reset_input(self) -> None:

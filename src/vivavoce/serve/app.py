@@ -106,8 +106,9 @@ def create_app(config: ServerConfig | None = None, engine=None):
         app.state.connections[ws] = None
         try:
             eng = await asyncio.to_thread(get_engine)
-            conn = app.state.connections[ws] = RealtimeConnection(
-                ws, eng, config.session, config, app.state.engine_lock
+            # its own Silero VAD loads here: off the loop, so other sessions do not stall
+            conn = app.state.connections[ws] = await asyncio.to_thread(
+                RealtimeConnection, ws, eng, config.session, config, app.state.engine_lock
             )
             await conn.run()
         finally:

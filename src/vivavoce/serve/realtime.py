@@ -318,6 +318,8 @@ class RealtimeConnection:
             if not msg or " " in code:
                 code, msg = ("invalid_audio_format" if isinstance(e, AudioError) else "invalid_request"), str(e)
             self.send(error_event(code, msg, client_id))
+        except Exception as e:  # a bug: reported to this client, the server and the session go on
+            self.send(error_event("server_error", f"{type(e).__name__}: {e}", client_id))
 
     def dispatch(self, event: dict) -> None:
         kind, s = event["type"], self.session
