@@ -230,3 +230,48 @@ def test_audio_chat_http(answer_speech, question, tmp_path):
         body = e.value.read().decode()
         assert e.value.code == 400 and "\n" not in body
         assert json.loads(body)["error"]["message"].startswith("upload: not a readable audio file")
+
+
+def test_absurdly_large_frame_closes_only_that_connection(answer_speech):
+    import websockets
+
+    async def go(url):
+        c = await Client.connect(url)
+        await c.wait_for("session.created")
+        try:
+            await c.ws.send("x" * (5 << 20))  # above the transport's cap (4x the event limit)
+        except websockets.ConnectionClosed:
+            pass
+        await asyncio.wait_for(c.reader, 20)  # the server closed this connection...
+        assert c.ws.close_code == 1009
+        d = await Client.connect(url)
+        await d.wait_for("session.created")  # the server is fine
+        await d.close()
+
+    with running_server(ServerConfig(max_message_bytes=1 << 20), FakeEngine(*answer_speech)) as (url, app):
+        run(go(url))
+
+
+class _BrokenEngine:
+    name, sample_rate = "broken", 16000
+
+    def respond(self, audio, history=None, options=None):
+        yield from ()
+        raise RuntimeError("model exploded")
+
+
+def test_engine_failure_is_an_error_event_not_a_dead_session(question):
+    async def go(url):
+        c = await Client.connect(url)
+        await c.send_audio(question)
+        done = await c.wait_for("response.done")
+        err = c.of("error")[0]["error"]
+        await c.send_audio(question)  # the session still takes turns
+        await c.wait_for("response.done", count=2)
+        await c.close()
+        return done, err
+
+    with running_server(ServerConfig(), _BrokenEngine()) as (url, app):
+        done, err = run(go(url))
+    assert done["response"]["status"] == "failed"
+    assert err["code"] == "engine_error" and "model exploded" in err["message"]
