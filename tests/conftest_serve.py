@@ -168,3 +168,48 @@ class Client:
         await self.ws.close()
         if self.reader is not None:
             await asyncio.wait_for(self.reader, 10)
+
+
+@contextlib.contextmanager
+def chromium(fake_mic_wav):
+    """Headless Debian chromium via selenium and the system chromedriver, with `fake_mic_wav` as the microphone
+    (it loops). Skips the test, with the reason, if chromium, chromedriver or selenium is missing."""
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_exe = shutil.which("chromedriver")
+    if exe is None or driver_exe is None:
+        pytest.skip("Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = exe
+    for flag in ("--headless", "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={fake_mic_wav}", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+                 "--disable-dev-shm-usage"):  # fmt: skip
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=driver_exe))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+PAGE_STATE = (
+    "const s = window.vivavoce; return {played: s.played, assistant: s.assistant, user: s.user, errors: s.errors,"
+    " latencies: s.latencies, connected: s.connected, page: document.getElementById('transcript').innerText};"
+)
+
+
+def wait_page(driver, until, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    state = {}
+    while time.monotonic() < deadline:
+        state = driver.execute_script(PAGE_STATE)
+        if until(state):
+            break
+        time.sleep(0.3)
+    return state

@@ -4,12 +4,9 @@ protocol, and the web page in a real headless Chromium with a fake microphone pl
 from __future__ import annotations
 
 import asyncio
-import shutil
-import time
-
 import numpy as np
 import pytest
-from conftest_serve import RATE, Client, running_server, silence
+from conftest_serve import RATE, Client, chromium, running_server, silence, wait_page
 
 from vivavoce.audio.io import resample
 from vivavoce.engine.base import INPUT_RATE
@@ -50,44 +47,16 @@ def test_realtime_question_gets_a_spoken_answer_about_paris(cascade, question_16
 
 
 def test_browser_page_plays_an_answer_about_paris(cascade, question_16k, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_exe = shutil.which("chromedriver")
-    if chromium is None or driver_exe is None:
-        pytest.skip("Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
     import soundfile as sf
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     # The fake microphone loops this file: the question, then a long silence for the answer to play in.
     wav = tmp_path / "question.wav"
     sf.write(wav, np.concatenate([np.zeros(8000, np.float32), question_16k, np.zeros(16000 * 25, np.float32)]),
              INPUT_RATE, subtype="PCM_16")  # fmt: skip
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-audio-capture={wav}", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
-                 "--disable-dev-shm-usage"):  # fmt: skip
-        opts.add_argument(flag)
-    with running_server(ServerConfig(), cascade) as (url, app):
-        driver = webdriver.Chrome(options=opts, service=Service(executable_path=driver_exe))
-        try:
-            driver.get(f"http://{url}/")
-            driver.find_element("id", "start").click()
-            deadline = time.monotonic() + 150
-            state = {}
-            while time.monotonic() < deadline:
-                state = driver.execute_script(
-                    "const s = window.vivavoce; return {played: s.played, assistant: s.assistant, user: s.user,"
-                    " errors: s.errors, latencies: s.latencies, connected: s.connected,"
-                    " page: document.getElementById('transcript').innerText};"
-                )
-                if state["assistant"] and state["played"] > RATE:
-                    break
-                time.sleep(0.5)
-        finally:
-            driver.quit()
+    with running_server(ServerConfig(), cascade) as (url, app), chromium(wav) as driver:
+        driver.get(f"http://{url}/")
+        driver.find_element("id", "start").click()
+        state = wait_page(driver, lambda s: s["assistant"] and s["played"] > RATE, timeout=150)
     assert state.get("assistant"), state
     assert state["played"] > RATE, state  # the page played over a second of the answer
     assert "paris" in " ".join(state["assistant"]).lower(), state
