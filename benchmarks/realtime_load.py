@@ -11,6 +11,9 @@ answer. Measured per answer, on the client's clock:
 
     .venv/bin/python benchmarks/realtime_load.py --speakers 1 4 8 --turns 2 [--json reports/bench-realtime.json]
 
+`--engine instant` serves a zero-compute engine (it answers every turn at once with the same recorded
+sentence): what is left is the server's own cost (VAD, resampling, protocol) and the end-of-turn silence.
+
 The server is started here on 127.0.0.1 (a free port) and stopped at the end; every run is bounded by
 --max-seconds. Run it alone: another CPU job on the machine skews every number.
 """
@@ -149,7 +152,41 @@ def load_questions(n: int) -> list[tuple[np.ndarray, float]]:
     return out
 
 
+class InstantEngine:
+    """Zero compute: the same espeak sentence for every turn, at once (measures the serving layer alone)."""
+
+    name = "instant"
+
+    def __init__(self):
+        from vivavoce.speechtools.tts import espeak_synthesize
+
+        self.audio, self.sample_rate = espeak_synthesize("The capital of France is Paris.")
+
+    def respond(self, audio, history=None, options=None):
+        from vivavoce.engine.base import AudioChunk, TextDelta, UserTranscript
+
+        yield UserTranscript("(not transcribed)")
+        yield TextDelta("The capital of France is Paris.")
+        yield AudioChunk(self.audio, self.sample_rate)
+
+
+def serve_instant(port: int, silence_ms: int, max_sessions: int) -> None:
+    from dataclasses import replace
+
+    from vivavoce.engine.session import SessionConfig
+    from vivavoce.engine.turns import TurnConfig
+    from vivavoce.serve.app import ServerConfig, serve
+
+    session = SessionConfig(turns=replace(TurnConfig(), silence_ms=silence_ms))
+    serve(ServerConfig(port=port, max_sessions=max_sessions, session=session), InstantEngine())
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--serve-instant"]:
+        import torch
+
+        torch.set_num_threads(1)
+        return serve_instant(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speakers", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--turns", type=int, default=2, help="questions each speaker asks")
@@ -166,6 +203,8 @@ def main() -> None:
     cmd = [sys.executable, "-m", "vivavoce.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--engine", args.engine, "--max-sessions", str(max(args.speakers)), "--silence-ms", str(args.silence_ms),
            "--engine-concurrency", str(args.engine_concurrency)]  # fmt: skip
+    if args.engine == "instant":
+        cmd = [sys.executable, __file__, "--serve-instant", str(port), str(args.silence_ms), str(max(args.speakers))]
     server = subprocess.Popen(cmd, env=env)
     url = f"127.0.0.1:{port}"
     t0 = time.monotonic()
