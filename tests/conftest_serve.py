@@ -75,10 +75,12 @@ class FakeEngine:
         self.answer, self.sample_rate, self.chunk_s, self.pause_s, self.text = answer, rate, chunk_s, pause_s, text
         self.opened = self.closed = 0
         self.heard: list[int] = []  # samples of each turn answered
+        self.histories: list[list] = []  # the history each turn was answered with
 
     def respond(self, audio, history=None, options=None):
         self.opened += 1
         self.heard.append(int(audio.size))
+        self.histories.append([(t.role, t.text) for t in history or []])
         try:
             yield UserTranscript("fake question")
             for word in self.text.split():

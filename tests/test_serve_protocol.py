@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import threading
 import time
 import urllib.request
+import weakref
 
 import numpy as np
 import pytest
@@ -167,11 +169,14 @@ def test_api_key_is_required_when_set(answer_speech):
 def test_disconnect_mid_answer_cancels_generation_and_frees_the_thread(answer_speech, question):
     engine = FakeEngine(*answer_speech, chunk_s=0.5, pause_s=0.3)
 
+    refs = []
+
     async def go(url):
         c = await Client.connect(url)
         await c.send_audio(question)
         await c.wait_for("response.audio.delta")
         assert engine_threads()
+        refs.append(weakref.ref(next(iter(app.state.connections.values())).session))
         await c.close()
 
     with running_server(ServerConfig(), engine) as (url, app):
@@ -181,6 +186,8 @@ def test_disconnect_mid_answer_cancels_generation_and_frees_the_thread(answer_sp
             time.sleep(0.05)
         assert not engine_threads() and not app.state.connections
         assert engine.closed == engine.opened == 1
+        gc.collect()
+        assert refs[0]() is None  # the session, its VAD and buffers are freed
         chunks = int(np.ceil(answer_speech[0].size / (0.5 * answer_speech[1])))
         assert engine.heard and chunks > 4  # the answer had far more to say than it was let to
 

@@ -56,6 +56,8 @@ def test_barge_in_cancels_and_no_stale_audio_follows(answer_speech, question):
     assert 0 < sent < answer_speech[0].size / answer_speech[1] - 1  # it really was cut short
     assert done2["response"]["status"] == "completed" and done2["response"]["id"] != rid
     assert engine.closed == engine.opened == 2
+    # the interrupted exchange stays in the session's history: what was heard, and what was said before the cut
+    assert engine.histories[1] == [("user", "fake question"), ("assistant", "Fake answer. ")]
 
 
 def _echo_run(answer_speech, question, guard: bool):

@@ -25,7 +25,7 @@ import collections
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -474,6 +474,3 @@ class Session:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-
-def options_with(options: ResponseOptions, **changes) -> ResponseOptions:
-    return replace(options, **{k: v for k, v in changes.items() if v is not None})
