@@ -58,6 +58,7 @@ class SessionConfig:
     delta_ms: int = 100  # answer audio goes out in pieces this long
     engine_queue: int = 8  # events the worker thread may run ahead of the loop
     max_buffer_s: float = 60.0  # manual mode: the most uncommitted audio kept
+    max_history: int = 12  # turns of history kept (each one lengthens every later prompt)
 
 
 # Events out of a session. The server maps them to its protocol.
@@ -352,6 +353,7 @@ class Session:
             self.history.append(Turn("user", text=resp.user_text))
         if resp.text:
             self.history.append(Turn("assistant", text=resp.text))
+        del self.history[: -self.config.max_history]
         base = resp.speech_end or resp.committed
         metrics = {
             "first_audio_ms": None if resp.first_audio is None else round(1000 * (resp.first_audio - base)),

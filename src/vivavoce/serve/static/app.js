@@ -55,7 +55,7 @@ function settings() {
     emotion_intensity: parseFloat($('intensity').value),
     input_audio_format: 'pcm16',
     output_audio_format: 'pcm16',
-    turn_detection: handsFree ? { type: 'server_vad', silence_duration_ms: 500, create_response: true } : null,
+    turn_detection: handsFree ? { type: 'server_vad', create_response: true } : null, // silence: the server's default
   };
 }
 
