@@ -131,3 +131,25 @@ def test_backchannel_control_cancels_when_configured(answer_speech, question):
     c, done, stats = _backchannel_run(answer_speech, question, 0)
     assert len(c.of("input_audio_buffer.speech_started")) == 2  # "uh huh" counted as a barge-in
     assert stats.get("barge_ins", 0) == 1
+
+
+@pytest.mark.parametrize("silence_ms, turns", [(400, 2), (1500, 1)])
+def test_end_of_turn_silence_is_configurable(answer_speech, silence_ms, turns):
+    engine = FakeEngine(*answer_speech)
+    # two phrases with an 800 ms pause between them: two turns for a short silence setting, one for a long one
+    audio = np.concatenate([silence(0.3), speech("I would like to know"), silence(0.8),
+                            speech("the capital of France."), silence(2.0)])  # fmt: skip
+
+    async def go(url):
+        c = await Client.connect(url)
+        td = {"type": "server_vad", "silence_duration_ms": silence_ms}
+        await c.send({"type": "session.update", "session": {"turn_detection": td}})
+        await c.send_audio(audio)
+        await c.wait_for("response.done", count=turns)
+        await asyncio.sleep(0.5)
+        await c.close()
+        return c
+
+    with running_server(ServerConfig(), engine) as (url, app):
+        c = run(go(url))
+    assert len(c.of("input_audio_buffer.committed")) == turns
