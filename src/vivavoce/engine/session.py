@@ -171,6 +171,7 @@ class Session:
         self._closed = False
         self._last_item: str | None = None
         self._pending: list[tuple[str, np.ndarray]] = []  # committed user turns not yet answered
+        self._frames_in = 0  # the input timeline (audio_start_ms/audio_end_ms) runs for the whole session
         self._reset_input()
 
     # ---- configuration -------------------------------------------------------------------------------------
@@ -196,7 +197,6 @@ class Session:
         pad = max(1, int(self.config.turns.prefix_padding_ms / FRAME_MS))
         self._prefix: collections.deque[np.ndarray] = collections.deque(maxlen=pad)
         self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=4)  # echo guard's mic window
-        self._frames_in = 0
         self._in_speech = False
         self._announced = False
         self._turn: list[np.ndarray] = []
@@ -284,7 +284,11 @@ class Session:
             self._turn = []
             self._commit(self._turn_item, audio)
             if self.config.create_response:
-                self.create_response(speech_end=self._last_speech_t)
+                try:
+                    self.create_response(speech_end=self._last_speech_t)
+                except VivavoceError as e:  # e.g. the client started one itself meanwhile: the turn stays pending
+                    code, _, msg = str(e).partition(": ")
+                    self.emit(SessionError(code, msg))
 
     def _announce(self) -> None:
         self._announced = True
