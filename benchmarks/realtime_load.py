@@ -193,6 +193,7 @@ def main() -> None:
     ap.add_argument("--engine", default="cascade")
     ap.add_argument("--engine-concurrency", type=int, default=1)
     ap.add_argument("--silence-ms", type=int, default=500)
+    ap.add_argument("--speculative-ms", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=600, help="the whole benchmark stops after this")
     ap.add_argument("--json", default="reports/bench-realtime.json")
     args = ap.parse_args()
@@ -202,7 +203,7 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     cmd = [sys.executable, "-m", "vivavoce.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--engine", args.engine, "--max-sessions", str(max(args.speakers)), "--silence-ms", str(args.silence_ms),
-           "--engine-concurrency", str(args.engine_concurrency)]  # fmt: skip
+           "--engine-concurrency", str(args.engine_concurrency), "--speculative-ms", str(args.speculative_ms)]  # fmt: skip
     if args.engine == "instant":
         cmd = [sys.executable, __file__, "--serve-instant", str(port), str(args.silence_ms), str(max(args.speakers))]
     server = subprocess.Popen(cmd, env=env)

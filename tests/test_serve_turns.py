@@ -153,3 +153,33 @@ def test_end_of_turn_silence_is_configurable(answer_speech, silence_ms, turns):
     with running_server(ServerConfig(), engine) as (url, app):
         c = run(go(url))
     assert len(c.of("input_audio_buffer.committed")) == turns
+
+
+def test_speculative_answer_is_dropped_when_the_user_goes_on(answer_speech):
+    engine = FakeEngine(*answer_speech)
+    # espeak ends each phrase with 350 ms of silence: a pause mid-question past speculative_ms (150), short of
+    # silence_duration_ms (600)
+    audio = np.concatenate([silence(0.3), speech("I would like to know"), speech("the capital of France."),
+                            silence(1.5)])  # fmt: skip
+
+    async def go(url):
+        c = await Client.connect(url)
+        td = {"type": "server_vad", "silence_duration_ms": 600}
+        await c.send({"type": "session.update", "session": {"turn_detection": td, "speculative_ms": 150}})
+        await c.send_audio(audio)
+        done = await c.wait_for("response.done")
+        await asyncio.sleep(0.5)
+        stats = dict(session_of(app).stats)
+        await c.close()
+        return c, done, stats
+
+    with running_server(ServerConfig(), engine) as (url, app):
+        c, done, stats = run(go(url))
+    assert stats.get("speculations_dropped", 0) >= 1 and engine.opened >= 2  # it did start one, and dropped it
+    assert len(c.of("input_audio_buffer.committed")) == 1 and len(c.of("response.created")) == 1
+    assert done["response"]["status"] == "completed"
+    kinds = [e["type"] for e in c.events]
+    assert kinds.index("input_audio_buffer.committed") < kinds.index("response.created")  # nothing leaked early
+    assert engine.heard[-1] > 16000 * 2.2  # the answer that went out heard both halves of the question
+    assert engine.opened == stats["speculations_dropped"] + 1  # the answer sent was itself a speculation, released
+    assert engine.closed == engine.opened

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--silence-ms", type=int, default=500, help="silence that ends a user turn")
     p.add_argument("--backchannel-ms", type=int, default=600,
                    help="user speech shorter than this during an answer does not interrupt it (0: any speech does)")  # fmt: skip
+    p.add_argument("--speculative-ms", type=int, default=0,
+                   help="start answering after this much silence, out of sight until --silence-ms confirms (0: off)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise VivavoceError("--engine-concurrency must be at least 1")
     if args.max_sessions < 1:
         raise VivavoceError("--max-sessions must be at least 1")
-    turns = replace(TurnConfig(), silence_ms=args.silence_ms, backchannel_max_ms=args.backchannel_ms)
+    turns = replace(TurnConfig(), silence_ms=args.silence_ms, backchannel_max_ms=args.backchannel_ms,
+                    speculative_ms=args.speculative_ms)  # fmt: skip
     config = ServerConfig(
         host=args.host, port=args.port, api_key=args.api_key or None, engine=args.engine,
         max_sessions=args.max_sessions, engine_concurrency=args.engine_concurrency, session=SessionConfig(turns=turns),

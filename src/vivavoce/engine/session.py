@@ -15,7 +15,11 @@ Turn-taking rules (see also `vivavoce.engine.turns`):
 - backchannel: speech during an answer that ends sooner is ignored: no cancel, no turn;
 - `speech_started` during an answer is announced only once the speech counts as a barge-in, so clients that stop
   playback on it (as Realtime clients do) do not cut the answer for an "mm-hm";
-- echo guard: input matching our own recent playback is not speech (rule in `turns.py`).
+- echo guard: input matching our own recent playback is not speech (rule in `turns.py`);
+- speculative start (`speculative_ms` > 0): once the silence after speech reaches `speculative_ms`, the answer
+  starts computing out of sight; its events are held back until the silence reaches `silence_ms` (then they go
+  out at once) and it is dropped without a trace if the user speaks again first. It hides up to
+  silence_ms - speculative_ms of compute, at the price of compute wasted on mid-sentence pauses.
 """
 
 from __future__ import annotations
@@ -148,6 +152,10 @@ class _Response:
     first_audio: float | None = None
     audio_s: float = 0.0
     task: asyncio.Task | None = None
+    held: bool = False  # speculative: computing, but nothing goes out until the turn is confirmed
+    backlog: list = field(default_factory=list)
+    generated: bool = False  # the engine finished while the answer was held
+    failure: BaseException | None = None
 
 
 class Session:
@@ -171,6 +179,7 @@ class Session:
         self._closed = False
         self._last_item: str | None = None
         self._pending: list[tuple[str, np.ndarray]] = []  # committed user turns not yet answered
+        self._spec: _Response | None = None  # a speculative answer to the turn in progress
         self._frames_in = 0  # the input timeline (audio_start_ms/audio_end_ms) runs for the whole session
         self._reset_input()
 
@@ -258,6 +267,7 @@ class Session:
                 self._speech_frames += self._silence_run + 1
                 self._silence_run = 0
                 self._last_speech_t = now
+                self._drop_speculation()
             else:
                 self._silence_run += 1
         speech_ms = self._speech_frames * FRAME_MS
@@ -270,6 +280,10 @@ class Session:
             elif speech_ms >= cfg.min_speech_ms:
                 self._announce()
         ended = self._silence_run * FRAME_MS >= cfg.silence_ms
+        if (not ended and self._announced and self._spec is None and 0 < cfg.speculative_ms < cfg.silence_ms
+                and self._silence_run * FRAME_MS >= cfg.speculative_ms and self.config.create_response
+                and not active and not self._pending and not self._closed):  # fmt: skip
+            self._spec = self._start(np.concatenate(self._turn), self._turn_item, None, self._last_speech_t, True)
         if ended or len(self._turn) * FRAME_MS >= cfg.max_turn_s * 1000:
             self._in_speech = False
             if not self._announced:
@@ -283,7 +297,10 @@ class Session:
             audio = np.concatenate(self._turn)
             self._turn = []
             self._commit(self._turn_item, audio)
-            if self.config.create_response:
+            if self._spec is not None:
+                self._pending.pop()  # the speculative answer is answering it
+                self._release(self._spec)
+            elif self.config.create_response:
                 try:
                     self.create_response(speech_end=self._last_speech_t)
                 except VivavoceError as e:  # e.g. the client started one itself meanwhile: the turn stays pending
@@ -329,16 +346,41 @@ class Session:
         user_item = self._pending[-1][0]
         audio = np.concatenate([a for _, a in self._pending])
         self._pending.clear()
+        return self._start(audio, user_item, options, speech_end, held=False).id
+
+    def _start(self, audio, user_item, options, speech_end, held: bool) -> _Response:
         resp = _Response(
             new_id("resp"), new_id("item"), user_item, audio, options or self.config.options,
-            speech_end, time.monotonic(),
+            speech_end, time.monotonic(), held=held,
         )  # fmt: skip
-        self.response = resp
-        self.emit(ResponseStarted(resp.id, resp.item_id))
+        if not held:
+            self.response = resp
+            self.emit(ResponseStarted(resp.id, resp.item_id))
         resp.task = asyncio.get_running_loop().create_task(self._run(resp), name=f"vivavoce-{resp.id}")
         self._tasks.add(resp.task)
         resp.task.add_done_callback(self._tasks.discard)
-        return resp.id
+        return resp
+
+    def _release(self, resp: _Response) -> None:
+        """The turn is confirmed: the speculative answer becomes the answer, and what it held goes out."""
+        self._spec = None
+        resp.held = False
+        resp.committed = time.monotonic()
+        self.response = resp
+        self.emit(ResponseStarted(resp.id, resp.item_id))
+        backlog, resp.backlog = resp.backlog, []
+        for ev in backlog:
+            if resp.stop.is_set():
+                return
+            self._handle(resp, ev)
+        if resp.generated and self.response is resp:
+            self._complete(resp, resp.failure)
+
+    def _drop_speculation(self) -> None:
+        if self._spec is not None:
+            self._spec.stop.set()  # its thread stops at the next event; nothing of it was ever emitted
+            self._spec = None
+            self.stats["speculations_dropped"] += 1
 
     def cancel_response(self, reason: str = "client_cancelled") -> bool:
         """Stop the answer in progress now: no audio of it is emitted after this returns."""
@@ -387,20 +429,32 @@ class Session:
                 if isinstance(ev, BaseException):
                     failure = ev
                     continue
-                self._handle(resp, ev)
+                if resp.held:
+                    resp.backlog.append(ev)
+                else:
+                    self._handle(resp, ev)
         finally:
+            stopped = resp.stop.is_set()
             resp.stop.set()
             await loop.run_in_executor(None, thread.join)
+        if resp.held:  # finished before the turn was confirmed: `_release` completes it
+            resp.generated, resp.failure = True, failure
+            if not stopped:
+                resp.stop.clear()
+            return
         if self.response is resp:  # not cancelled meanwhile
-            self.response = None
-            if failure is not None:
-                resp.status = "failed"
-                msg = str(failure) if isinstance(failure, VivavoceError) else f"{type(failure).__name__}: {failure}"
-                self.emit(SessionError("engine_error", msg))
-                self._finish(resp, "engine_error")
-            else:
-                resp.status = "completed"
-                self._finish(resp, None)
+            self._complete(resp, failure)
+
+    def _complete(self, resp: _Response, failure: BaseException | None) -> None:
+        self.response = None
+        if failure is not None:
+            resp.status = "failed"
+            msg = str(failure) if isinstance(failure, VivavoceError) else f"{type(failure).__name__}: {failure}"
+            self.emit(SessionError("engine_error", msg))
+            self._finish(resp, "engine_error")
+        else:
+            resp.status = "completed"
+            self._finish(resp, None)
 
     def _work(self, resp: _Response, history: list[Turn], queue: asyncio.Queue, loop) -> None:
         """Worker thread: runs the engine's generator, checking the stop flag between events."""
@@ -472,6 +526,7 @@ class Session:
     async def close(self) -> None:
         """Cancel any answer and wait for its worker thread: nothing of the session outlives this."""
         self._closed = True
+        self._drop_speculation()
         resp = self.response
         if resp is not None:
             resp.status = "cancelled"

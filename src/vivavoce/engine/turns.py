@@ -27,6 +27,8 @@ class TurnConfig:
     prefix_padding_ms: int = 300  # audio kept from before the detected start of speech
     min_speech_ms: int = 150  # shorter speech is noise
     max_turn_s: float = 30.0  # a turn this long is ended by force
+    # Start computing the answer after this much silence, out of sight until silence_ms confirms the turn (0: off).
+    speculative_ms: int = 0
     # User speech during an answer shorter than this is a backchannel ("mm-hm"): it does not cancel the answer.
     backchannel_max_ms: int = 600
     echo_guard: bool = True

@@ -108,6 +108,7 @@ def session_json(cfg: SessionConfig, session_id: str, voice: str | None) -> dict
         "backchannel_max_ms": t.backchannel_max_ms,
         "min_speech_ms": t.min_speech_ms,
         "echo_guard": t.echo_guard,
+        "speculative_ms": t.speculative_ms,
     }  # fmt: skip
 
 
@@ -177,6 +178,8 @@ def apply_session_update(cfg: SessionConfig, s: dict) -> SessionConfig:
                 barge = _bool(td, "interrupt_response")
     if "backchannel_max_ms" in s:
         turns = replace(turns, backchannel_max_ms=_num(s, "backchannel_max_ms", 0, 5000, int))
+    if "speculative_ms" in s:
+        turns = replace(turns, speculative_ms=_num(s, "speculative_ms", 0, 5000, int))
     if "min_speech_ms" in s:
         turns = replace(turns, min_speech_ms=_num(s, "min_speech_ms", 0, 2000, int))
     if "echo_guard" in s:
