@@ -282,3 +282,15 @@ def test_engine_failure_is_an_error_event_not_a_dead_session(question):
         done, err = run(go(url))
     assert done["response"]["status"] == "failed"
     assert err["code"] == "engine_error" and "model exploded" in err["message"]
+
+
+def test_unknown_engine_is_an_error_event_and_the_server_stays_up():
+    async def go(url):
+        c = await Client.connect(url)
+        err = await c.wait_for("error", timeout=10)
+        assert err["error"]["code"] == "engine_unavailable" and "unknown engine 'nope'" in err["error"]["message"]
+
+    with running_server(ServerConfig(engine="nope"), None) as (url, app):
+        run(go(url))
+        health = json.loads(urllib.request.urlopen(f"http://{url}/health", timeout=10).read())
+    assert health["status"] == "ok" and not health["engine_loaded"]

@@ -105,7 +105,12 @@ def create_app(config: ServerConfig | None = None, engine=None):
             return
         app.state.connections[ws] = None
         try:
-            eng = await asyncio.to_thread(get_engine)
+            try:
+                eng = await asyncio.to_thread(get_engine)
+            except Exception as e:  # a missing model or an unknown engine name: say so, keep serving
+                await ws.send_json(error_event("engine_unavailable", f"{type(e).__name__}: {e}"))
+                await ws.close(code=1011)
+                return
             # its own Silero VAD loads here: off the loop, so other sessions do not stall
             conn = app.state.connections[ws] = await asyncio.to_thread(
                 RealtimeConnection, ws, eng, config.session, config, app.state.engine_lock
@@ -124,7 +129,10 @@ def create_app(config: ServerConfig | None = None, engine=None):
             return error(401, "invalid_api_key", "missing or wrong API key")
         if not 0.5 <= speed <= 2.0:
             return error(400, "invalid_value", f"speed {speed} is outside 0.5..2.0")
-        length = int(request.headers.get("content-length") or 0)
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            return error(400, "invalid_request", "Content-Length is not a number")
         if length > config.max_upload_bytes:
             return error(413, "upload_too_large", f"upload of {length} bytes exceeds {config.max_upload_bytes}")
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -134,7 +142,12 @@ def create_app(config: ServerConfig | None = None, engine=None):
                 return error(400, "invalid_audio", "multipart upload needs an audio file in the field `file`")
             data = await upload.read()
         else:
-            data = await request.body()
+            data = bytearray()
+            async for piece in request.stream():  # without a Content-Length, stop reading at the limit
+                data += piece
+                if len(data) > config.max_upload_bytes:
+                    break
+            data = bytes(data)
         if len(data) > config.max_upload_bytes:
             return error(413, "upload_too_large", f"upload of {len(data)} bytes exceeds {config.max_upload_bytes}")
 
