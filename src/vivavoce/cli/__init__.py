@@ -15,6 +15,7 @@ from vivavoce.errors import VivavoceError
 COMMANDS = [
     "vivavoce.cli.chat",
     "vivavoce.cli.eval",
+    "vivavoce.cli.serve",
 ]
 
 
