@@ -16,6 +16,7 @@ COMMANDS = [
     "vivavoce.cli.chat",
     "vivavoce.cli.eval",
     "vivavoce.cli.serve",
+    "vivavoce.cli.data",
 ]
 
 
