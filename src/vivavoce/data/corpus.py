@@ -134,15 +134,15 @@ def plan(preset: Preset, seed: int, answers: dict[str, str], turns, shard=(0, 1)
         base = dict(dialogue=turn.id, prompt_id=turn.id, kind=turn.kind, split=split)
         answer = answers[turn.text]
         for j, voice in enumerate(voices):
+            if j == 0 and k in emo_sets:  # the same sentence, same voice, in every emotion
+                for emotion in EMOTIONS:
+                    style = Style(emotion, 0.0 if emotion == "neutral" else round(r.uniform(0.7, 1.0), 2))
+                    out.append(_utt(f"{turn.id}.u0.{emotion}", "user", turn.text, voice.name, style, base))
+                continue
             style = NEUTRAL
             if r.random() < preset.user_emotion_rate:
                 style = Style(r.choice(EMOTIONS[1:]), round(r.uniform(0.4, 1.0), 2))
             out.append(_utt(f"{turn.id}.u{j}", "user", turn.text, voice.name, style, base))
-        if k in emo_sets:
-            for emotion in EMOTIONS[1:]:
-                style = Style(emotion, round(r.uniform(0.7, 1.0), 2))
-                out.append(_utt(f"{turn.id}.u0.{emotion}", "user", turn.text, voices[0].name, style, base))
-            out.append(_utt(f"{turn.id}.u0.neutral", "user", turn.text, voices[0].name, NEUTRAL, base))
         out.append(_utt(f"{turn.id}.a", "assistant", answer, ASSISTANT, NEUTRAL, base))
         if k in asst_sets:
             for emotion in EMOTIONS[1:]:
