@@ -19,7 +19,7 @@ from vivavoce.errors import VivavoceError
 SILENCE_PEAK = 3e-4
 DURATION_TOLERANCE_S = 0.02
 LABELS = ("id", "dialogue", "turn", "prompt_id", "kind", "split", "text", "voice", "emotion", "intensity", "speed",
-          "pitch_shift", "control")  # fmt: skip
+          "pitch_shift", "control", "vocode")  # fmt: skip
 
 
 @dataclass

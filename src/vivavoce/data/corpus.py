@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vivavoce.data.prompts import TEXT_VERSION, sample_turns
@@ -71,7 +71,7 @@ class Utterance:
     speed: float = 1.0
     pitch_shift: float = 0.0
     control: dict | None = None  # on control-command turns: the target the user asked for
-    extra_pitch: float = field(default=0.0, repr=False)  # not a label: the style's explicit pitch part
+    vocode: bool = False  # resynthesise by WORLD even if neutral (emotion sets: all members alike)
 
     def style(self) -> Style:
         if self.control is not None and self.turn == "assistant":
@@ -80,7 +80,7 @@ class Utterance:
 
     def labels(self) -> dict:
         return {k: getattr(self, k) for k in ("id", "dialogue", "turn", "prompt_id", "kind", "split", "text",
-                                              "voice", "emotion", "intensity", "speed", "pitch_shift", "control")}  # fmt: skip
+                                              "voice", "emotion", "intensity", "speed", "pitch_shift", "control", "vocode")}  # fmt: skip
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -137,7 +137,7 @@ def plan(preset: Preset, seed: int, answers: dict[str, str], turns, shard=(0, 1)
             if j == 0 and k in emo_sets:  # the same sentence, same voice, in every emotion
                 for emotion in EMOTIONS:
                     style = Style(emotion, 0.0 if emotion == "neutral" else round(r.uniform(0.7, 1.0), 2))
-                    out.append(_utt(f"{turn.id}.u0.{emotion}", "user", turn.text, voice.name, style, base))
+                    out.append(_utt(f"{turn.id}.u0.{emotion}", "user", turn.text, voice.name, style, base, vocode=True))
                 continue
             style = NEUTRAL
             if r.random() < preset.user_emotion_rate:
@@ -145,9 +145,9 @@ def plan(preset: Preset, seed: int, answers: dict[str, str], turns, shard=(0, 1)
             out.append(_utt(f"{turn.id}.u{j}", "user", turn.text, voice.name, style, base))
         out.append(_utt(f"{turn.id}.a", "assistant", answer, ASSISTANT, NEUTRAL, base))
         if k in asst_sets:
-            for emotion in EMOTIONS[1:]:
-                style = Style(emotion, round(r.uniform(0.7, 1.0), 2))
-                out.append(_utt(f"{turn.id}.a.{emotion}", "assistant", answer, ASSISTANT, style, base))
+            for emotion in EMOTIONS:
+                style = Style(emotion, 0.0 if emotion == "neutral" else round(r.uniform(0.7, 1.0), 2))
+                out.append(_utt(f"{turn.id}.a.{emotion}", "assistant", answer, ASSISTANT, style, base, vocode=True))
         if k in control_set:
             phrase, control = r.choice(CONTROL_COMMANDS)
             c = control.to_dict()
@@ -157,9 +157,9 @@ def plan(preset: Preset, seed: int, answers: dict[str, str], turns, shard=(0, 1)
     return out
 
 
-def _utt(uid, turn, text, voice, style: Style, base: dict, control: dict | None = None) -> Utterance:
+def _utt(uid, turn, text, voice, style: Style, base: dict, control: dict | None = None, vocode=False) -> Utterance:
     labels = style.labels()
-    return Utterance(id=uid, turn=turn, text=text, voice=voice, control=control, emotion=labels["emotion"],
+    return Utterance(id=uid, turn=turn, text=text, voice=voice, control=control, vocode=vocode, emotion=labels["emotion"],
                      intensity=labels["intensity"], speed=labels["speed"], pitch_shift=labels["pitch_shift"],
                      **base)  # fmt: skip
 
@@ -229,13 +229,13 @@ def synthesize(job: tuple[str, dict]) -> tuple[dict | None, str | None]:
             _renderer = Renderer()
         utt = Utterance(**labels)
         voice = get_voice(utt.voice)
-        audio, rate = _renderer.render(voice, utt.text, utt.style())
+        audio, rate, vocoded = _renderer.render(voice, utt.text, utt.style(), utt.vocode)
         check_audio(audio, rate, utt.id)
         p16, pnat = audio_paths(utt.id, utt.split)
         write_audio(Path(root) / pnat, audio, rate)
         write_audio(Path(root) / p16, resample(audio, rate, RATE_16K), RATE_16K)
         row = dict(labels)
-        row.update(engine=voice.engine, audio_16k=p16, audio_native=pnat, native_rate=int(rate),
+        row.update(engine=voice.engine, vocoded=vocoded, audio_16k=p16, audio_native=pnat, native_rate=int(rate),
                    duration=round(audio.size / rate, 4), phonemes=espeak_phonemes(utt.text, voice.phoneme_voice),
                    phoneme_voice=voice.phoneme_voice, timings=None, peak=round(float(np.max(np.abs(audio))), 4))  # fmt: skip
         return row, None

@@ -8,29 +8,15 @@ from __future__ import annotations
 
 import re
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
-        "seventeen eighteen nineteen".split()  # fmt: skip
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = [(10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred")]
+from vivavoce.textnorm import _ONES, number_to_words as _cardinal, year_to_words  # noqa: F401 (re-exported)
+
 _ORDINAL_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
                       "nine": "ninth", "twelve": "twelfth"}  # fmt: skip
 
 
 def number_to_words(n: int) -> str:
-    """Cardinal English words: 1234 -> 'one thousand two hundred thirty four'."""
-    if n < 0:
-        return "minus " + number_to_words(-n)
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
-    for value, name in _SCALES:
-        if n >= value:
-            head, rest = divmod(n, value)
-            words = number_to_words(head) + " " + name
-            return words if rest == 0 else words + " " + number_to_words(rest)
-    raise AssertionError(n)
+    """Cardinal English words (the shared textnorm's), with negatives: -3 -> 'minus three'."""
+    return "minus " + _cardinal(-n) if n < 0 else _cardinal(n)
 
 
 def ordinal_to_words(n: int) -> str:
@@ -43,16 +29,6 @@ def ordinal_to_words(n: int) -> str:
     else:
         words[-1] = last + "th"
     return " ".join(words)
-
-
-def year_to_words(n: int) -> str:
-    """1999 -> 'nineteen ninety nine', 2005 -> 'two thousand five', as years are said."""
-    if 2000 <= n <= 2009 or n % 1000 == 0:
-        return number_to_words(n)
-    head, tail = divmod(n, 100)
-    if tail == 0:
-        return number_to_words(head) + " hundred"
-    return number_to_words(head) + " " + ("oh " + _ONES[tail] if tail < 10 else number_to_words(tail))
 
 
 def _decimal(m: re.Match) -> str:

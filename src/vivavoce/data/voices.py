@@ -7,15 +7,20 @@ split is "test" are held out: no train or dev utterance uses them.
 
 from __future__ import annotations
 
+import html
+import shutil
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+import soundfile as sf
 
 from vivavoce.data import world
 from vivavoce.data.styles import Style
 from vivavoce.errors import VivavoceError
-from vivavoce.speechtools.tts import EspeakSettings, PiperSettings, PiperTTS, espeak_synthesize
+from vivavoce.speechtools.tts import EspeakSettings, PiperSettings, PiperTTS
 
 ASSISTANT = "assistant-joe"
 SPLITS = ("train", "dev", "test")
@@ -100,29 +105,50 @@ class Renderer:
                 self._piper = PiperTTS()
             return self._piper
 
-    def render(self, voice: Voice, text: str, style: Style) -> tuple[np.ndarray, int]:
-        """Mono float32 audio at the engine's native rate (22.05 kHz for both engines), loudness-normalised so
-        that the style's gain is what is heard (engines differ by 10 dB or more on their own)."""
-        audio, sr = self._render(voice, text, style)
-        return level(audio, style.prosody().gain_db), sr
+    def render(self, voice: Voice, text: str, style: Style, vocode: bool = False) -> tuple[np.ndarray, int, bool]:
+        """(mono float32 audio at the engine's native rate, 22.05 kHz for both engines, whether it went through
+        WORLD). Loudness-normalised, so that the style's gain is what is heard (engines differ by 10 dB or more).
 
-    def _render(self, voice: Voice, text: str, style: Style) -> tuple[np.ndarray, int]:
+        Piper audio is resynthesised by WORLD whenever its style or voice needs it, or `vocode` asks: a set of
+        one sentence in every emotion is then all vocoded alike, so vocoder artefacts cannot give the label away.
+        espeak-ng does every emotion itself (rate, SSML pitch and range) and is never vocoded."""
+        p = style.prosody()
         if voice.engine == "espeak":
-            p = style.prosody()
-            # espeak changes its rate natively (cleaner than stretching); WORLD does pitch, range and loudness.
-            rate = int(round(voice.espeak.rate * p.speed))
-            audio, sr = espeak_synthesize(text, EspeakSettings(voice.espeak.voice, rate, voice.espeak.pitch))
-            return world.apply(audio, sr, style.world_edit(include_speed=False)), sr
+            audio, sr = espeak_styled(text, voice.espeak, style)
+            return level(audio, p.gain_db), sr, False
         audio, sr = self.piper.synthesize(text, voice.piper)
         edit = style.world_edit()
         if voice.engine == "world":
             t = voice.timbre
             edit = world.WorldEdit(edit.f0_scale * t.f0_scale, edit.f0_range, t.formant, edit.speed, edit.gain_db)
-        return world.apply(audio, sr, edit), sr
+        vocoded = vocode or not world.WorldEdit(edit.f0_scale, edit.f0_range, edit.formant, edit.speed).is_identity()
+        if vocoded:
+            audio = world.resynthesize(audio, sr, edit)
+        return level(audio, p.gain_db), sr, vocoded
 
     def close(self) -> None:
         if self._piper is not None:
             self._piper.close()
+
+
+def espeak_styled(text: str, settings: EspeakSettings, style: Style) -> tuple[np.ndarray, int]:
+    """espeak-ng in a separate process, the style as its own rate and SSML prosody (pitch and range in %)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise VivavoceError("espeak-ng is not installed (apt-get install espeak-ng)")
+    p = style.prosody()
+    rate = int(round(settings.rate * p.speed))
+    pitch = (2 ** (p.semitones / 12) - 1) * 100
+    # espeak's range is relative to its own (narrow) one; stretch it twice as much so that it is heard.
+    spread = (p.f0_range**2 - 1) * 100
+    ssml = (f'<speak><prosody pitch="{pitch:+.0f}%" range="{spread:+.0f}%">{html.escape(text)}</prosody></speak>')
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        cmd = [exe, "-m", "-v", settings.voice, "-s", str(rate), "-p", str(settings.pitch), "-w", tmp.name, "--", ssml]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if run.returncode != 0:
+            raise VivavoceError(f"espeak-ng failed: {run.stderr.strip()[-200:] or run.returncode}")
+        audio, sr = sf.read(tmp.name, dtype="float32")
+    return audio, sr
 
 
 REFERENCE_RMS_DB = -24.0  # neutral speech level; +6 dB of emotion headroom before the peak limit

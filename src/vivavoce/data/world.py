@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FRAME_MS = 5.0
+F0_FLOOR, F0_CEIL = 60.0, 500.0  # the sources: Piper joe (male) and espeak-ng voices
 
 
 def _pyworld():
@@ -45,7 +46,7 @@ def f0_track(audio: np.ndarray, rate: int) -> np.ndarray:
     """F0 in Hz per 5 ms frame, 0 where unvoiced."""
     pw = _pyworld()
     x = np.ascontiguousarray(audio, dtype=np.float64)
-    f0, t = pw.dio(x, rate, frame_period=FRAME_MS)
+    f0, t = pw.dio(x, rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
     return pw.stonemask(x, f0, t, rate)
 
 
@@ -56,16 +57,14 @@ def _warp_envelope(sp: np.ndarray, alpha: float) -> np.ndarray:
     return np.stack([np.interp(src, bins, frame) for frame in sp]).astype(np.float64)
 
 
-def apply(audio: np.ndarray, rate: int, edit: WorldEdit) -> np.ndarray:
-    """`audio` resynthesised with `edit`; returned unchanged (a copy) when the edit does nothing."""
+def resynthesize(audio: np.ndarray, rate: int, edit: WorldEdit = WorldEdit()) -> np.ndarray:
+    """`audio` analysed and resynthesised by WORLD with `edit` (the identity edit still vocodes)."""
     audio = np.asarray(audio, dtype=np.float32)
-    if edit.is_identity() or audio.size < rate // 20:
+    if audio.size < rate // 20:
         return audio.copy()
-    if edit.f0_scale == edit.f0_range == edit.formant == edit.speed == 1.0:
-        return _gain(audio, edit.gain_db)
     pw = _pyworld()
     x = np.ascontiguousarray(audio, dtype=np.float64)
-    f0, t = pw.dio(x, rate, frame_period=FRAME_MS)
+    f0, t = pw.dio(x, rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
     f0 = pw.stonemask(x, f0, t, rate)
     sp = pw.cheaptrick(x, f0, t, rate)
     ap = pw.d4c(x, f0, t, rate)
@@ -80,10 +79,4 @@ def apply(audio: np.ndarray, rate: int, edit: WorldEdit) -> np.ndarray:
     # Synthesising the same frames at a shorter frame period plays them faster, pitch untouched.
     y = pw.synthesize(np.ascontiguousarray(f0), np.ascontiguousarray(sp), np.ascontiguousarray(ap), rate,
                       FRAME_MS / edit.speed)  # fmt: skip
-    return _gain(y.astype(np.float32), edit.gain_db)
-
-
-def _gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
-    y = audio * np.float32(10 ** (gain_db / 20))
-    peak = float(np.max(np.abs(y))) if y.size else 0.0
-    return y / np.float32(peak / 0.99) if peak > 0.99 else y  # never clip: loudness is a label, distortion is not
+    return y.astype(np.float32) * np.float32(10 ** (edit.gain_db / 20))
