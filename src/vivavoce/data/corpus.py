@@ -49,7 +49,7 @@ PRESETS = {
     # Seconds to build (short factual questions with one-sentence answers); used by the tests.
     "tiny": Preset("tiny", 4, kinds=("capital",), max_answer_tokens=20, emotion_sets=0.25,
                    assistant_emotion_sets=0.25, control=0.5, split_fractions=(0.5, 0.25, 0.25)),
-    "small": Preset("small", 60, max_answer_tokens=48, emotion_sets=0.2, assistant_emotion_sets=0.1, control=0.3),
+    "small": Preset("small", 60, max_answer_tokens=64, emotion_sets=0.2, assistant_emotion_sets=0.1, control=0.3),
     # Every built-in turn; >= 20 hours of speech (see NOTES-data.md for the measured estimate).
     "default": Preset("default", 0, max_answer_tokens=64, user_renderings=2, emotion_sets=0.25,
                       assistant_emotion_sets=0.1, control=0.5),
@@ -261,6 +261,8 @@ def build(preset: Preset, out: Path, seed: int = 0, workers: int = 2, shard=(0, 
     from vivavoce.model.textgen import TextGenConfig
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VivavoceError(f"{out} is a file, not a corpus folder")
     meta_path = out / "corpus.json"
     meta = corpus_meta(preset, seed, backbone)
     if meta_path.is_file():
