@@ -51,6 +51,7 @@ def test_speakable_filter():
     assert speakable_answer("Paris is the capital. It has about 2 million people.") == (
         "Paris is the capital. It has about two million people.", "")
     assert speakable_answer("Paris is the capital. It has many") == ("Paris is the capital.", "")  # cut-off tail
+    assert speakable_answer("First part.\n\nSecond part.") == ("First part. Second part.", "")
     assert speakable_answer("Steps:\n1. Boil water\n2. Add rice")[0] is None
     assert speakable_answer("**Paris** is nice.")[0] is None
     long = " ".join(["word"] * 45) + "."

@@ -104,8 +104,8 @@ def word_count(text: str) -> int:
 
 def speakable_answer(raw: str, max_words: int = 40) -> tuple[str | None, str]:
     """(speakable text, "") or (None, reason). Keeps whole sentences only, up to `max_words` words."""
-    if _LIST_LINE.search(raw) or "**" in raw or "```" in raw or raw.count("\n") > 1:
-        return None, "markdown or list"
+    if _LIST_LINE.search(raw) or "**" in raw or "```" in raw or re.search(r"^\s*#", raw, re.M):
+        return None, "markdown or list"  # paragraphs are fine: they are joined
     text = normalize_text(raw)
     if not text:
         return None, "empty"
