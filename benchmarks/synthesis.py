@@ -129,6 +129,7 @@ def main() -> None:
             "per_split": dict(Counter(u.split for u in utts)), "per_emotion": dict(Counter(u.emotion for u in utts)),
             "per_turn": dict(Counter(u.turn for u in utts)),
             "per_engine": dict(Counter(gv(u.voice).engine for u in utts)),
+            "per_voice": dict(sorted(Counter(u.voice for u in utts).items())),
             "control_replies": sum(1 for u in utts if u.control and u.turn == "assistant"),
             "voices": len({u.voice for u in utts}),
         }  # fmt: skip

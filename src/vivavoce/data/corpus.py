@@ -52,7 +52,7 @@ PRESETS = {
     "small": Preset("small", 60, max_answer_tokens=64, emotion_sets=0.2, assistant_emotion_sets=0.1, control=0.3),
     # Every built-in turn; >= 20 hours of speech (see NOTES-data.md for the measured estimate).
     "default": Preset("default", 0, max_answer_tokens=64, user_renderings=2, emotion_sets=0.25,
-                      assistant_emotion_sets=0.1, control=0.5),
+                      assistant_emotion_sets=0.2, control=0.5),
 }  # fmt: skip
 
 
