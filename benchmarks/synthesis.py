@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=12, help="sentences per engine")
     ap.add_argument("--answers", type=int, default=3, help="backbone answers to time (0: skip)")
     ap.add_argument("--no-build", action="store_true", help="skip the tiny preset build")
+    ap.add_argument("--wer", default=None, metavar="DIR", help="also: Whisper tiny.en WER of a built corpus's "
+                    "utterances per engine, turn and emotion (at most --wer-max of each engine)")
+    ap.add_argument("--wer-max", type=int, default=40)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -149,11 +152,41 @@ def main() -> None:
         tiny = {"wall_s": round(wall, 1), "ok": ok, "built": result["built"], "stats": st}
         print(f"tiny build (2 workers, answers cached): {wall:.1f} s wall, check ok={ok}, {json.dumps(st)}")
 
-    report = {"machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+    intelligibility = corpus_wer(Path(args.wer), args.wer_max) if args.wer else None
+    report = {"intelligibility": intelligibility, "machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
               "engines": engines, "answer_s": answer_s, "presets": presets, "tiny_build": tiny}  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def corpus_wer(root: Path, per_engine: int) -> dict:
+    """Whisper tiny.en corpus WER of built utterances, grouped by engine, turn and emotion."""
+    import random
+
+    from vivavoce.audio.io import read_audio
+    from vivavoce.data.corpus import read_jsonl
+    from vivavoce.eval.intelligibility import corpus_wer as cwer
+    from vivavoce.speechtools.asr import WhisperASR
+
+    rows = [r for p in sorted((root / "manifests").glob("*.jsonl")) for r in read_jsonl(p)[0]]
+    random.Random(0).shuffle(rows)
+    chosen, seen = [], Counter()
+    for r in rows:
+        key = r["engine"] if r["turn"] == "user" else "assistant"
+        if seen[key] < per_engine:
+            seen[key] += 1
+            chosen.append(r)
+    asr = WhisperASR(threads=1)
+    hyps = [asr.transcribe(read_audio(root / r["audio_16k"], 16000)) for r in chosen]
+    out = {}
+    for group in ("engine", "emotion", "turn"):
+        keys = sorted({r[group] for r in chosen})
+        out[group] = {k: {"n": sum(r[group] == k for r in chosen),
+                          "wer": round(cwer([r["text"] for r in chosen if r[group] == k],
+                                            [h for r, h in zip(chosen, hyps) if r[group] == k]), 3)} for k in keys}  # fmt: skip
+    print(f"Whisper tiny.en WER on {len(chosen)} utterances of {root}: {json.dumps(out)}")
+    return out
 
 
 if __name__ == "__main__":
