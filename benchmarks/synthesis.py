@@ -153,8 +153,9 @@ def main() -> None:
         print(f"tiny build (2 workers, answers cached): {wall:.1f} s wall, check ok={ok}, {json.dumps(st)}")
 
     intelligibility = corpus_wer(Path(args.wer), args.wer_max) if args.wer else None
-    report = {"intelligibility": intelligibility, "machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-              "engines": engines, "answer_s": answer_s, "presets": presets, "tiny_build": tiny}  # fmt: skip
+    report = {"intelligibility": intelligibility, "machine": platform.platform(), "cpus": os.cpu_count(),
+              "threads": torch.get_num_threads(), "engines": engines, "answer_s": answer_s, "presets": presets,
+              "tiny_build": tiny}  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -181,10 +182,10 @@ def corpus_wer(root: Path, per_engine: int) -> dict:
     hyps = [asr.transcribe(read_audio(root / r["audio_16k"], 16000)) for r in chosen]
     out = {}
     for group in ("engine", "emotion", "turn"):
-        keys = sorted({r[group] for r in chosen})
-        out[group] = {k: {"n": sum(r[group] == k for r in chosen),
-                          "wer": round(cwer([r["text"] for r in chosen if r[group] == k],
-                                            [h for r, h in zip(chosen, hyps) if r[group] == k]), 3)} for k in keys}  # fmt: skip
+        out[group] = {}
+        for k in sorted({r[group] for r in chosen}):
+            pairs = [(r["text"], h) for r, h in zip(chosen, hyps) if r[group] == k]
+            out[group][k] = {"n": len(pairs), "wer": round(cwer(*map(list, zip(*pairs))), 3)}
     print(f"Whisper tiny.en WER on {len(chosen)} utterances of {root}: {json.dumps(out)}")
     return out
 

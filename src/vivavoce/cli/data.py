@@ -40,8 +40,9 @@ def run_build(args: argparse.Namespace) -> int:
         raise VivavoceError(f"unknown preset {args.preset!r} (choose from {', '.join(PRESETS)})")
     if args.workers < 1:
         raise VivavoceError("--workers must be at least 1")
-    result = build(PRESETS[args.preset], Path(args.out), args.seed, args.workers, parse_shard(args.shard),
-                   Path(args.answers_cache) if args.answers_cache else None, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    cache = Path(args.answers_cache) if args.answers_cache else None
+    result = build(PRESETS[args.preset], Path(args.out), args.seed, args.workers, parse_shard(args.shard), cache,
+                   log=lambda m: print(m, file=sys.stderr))  # fmt: skip
     print(f"built {result['built']}/{result['planned']} utterances in {args.out}")
     for line in result["errors"][:20]:
         print(f"  error: {line}", file=sys.stderr)

@@ -11,15 +11,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vivavoce.data.corpus import RATE_16K, read_jsonl
+from vivavoce.data.corpus import LABEL_KEYS as LABELS, RATE_16K, read_jsonl
 from vivavoce.data.styles import EMOTIONS, PITCH_RANGE, SPEED_RANGE
 from vivavoce.data.voices import ASSISTANT, SPLITS, VOICE_BY_NAME
 from vivavoce.errors import VivavoceError
 
 SILENCE_PEAK = 3e-4
 DURATION_TOLERANCE_S = 0.02
-LABELS = ("id", "dialogue", "turn", "prompt_id", "kind", "split", "text", "voice", "emotion", "intensity", "speed",
-          "pitch_shift", "control", "vocode")  # fmt: skip
 
 
 @dataclass

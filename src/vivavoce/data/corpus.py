@@ -56,6 +56,10 @@ PRESETS = {
 }  # fmt: skip
 
 
+LABEL_KEYS = ("id", "dialogue", "turn", "prompt_id", "kind", "split", "text", "voice", "emotion", "intensity",
+              "speed", "pitch_shift", "control", "vocode")  # fmt: skip
+
+
 @dataclass
 class Utterance:
     id: str
@@ -79,8 +83,7 @@ class Utterance:
         return Style(self.emotion, self.intensity)
 
     def labels(self) -> dict:
-        return {k: getattr(self, k) for k in ("id", "dialogue", "turn", "prompt_id", "kind", "split", "text",
-                                              "voice", "emotion", "intensity", "speed", "pitch_shift", "control", "vocode")}  # fmt: skip
+        return {k: getattr(self, k) for k in LABEL_KEYS}
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -159,9 +162,9 @@ def plan(preset: Preset, seed: int, answers: dict[str, str], turns, shard=(0, 1)
 
 def _utt(uid, turn, text, voice, style: Style, base: dict, control: dict | None = None, vocode=False) -> Utterance:
     labels = style.labels()
-    return Utterance(id=uid, turn=turn, text=text, voice=voice, control=control, vocode=vocode, emotion=labels["emotion"],
-                     intensity=labels["intensity"], speed=labels["speed"], pitch_shift=labels["pitch_shift"],
-                     **base)  # fmt: skip
+    return Utterance(id=uid, turn=turn, text=text, voice=voice, control=control, vocode=vocode,
+                     emotion=labels["emotion"], intensity=labels["intensity"], speed=labels["speed"],
+                     pitch_shift=labels["pitch_shift"], **base)  # fmt: skip
 
 
 # ---- files --------------------------------------------------------------------------------------------------
@@ -237,7 +240,8 @@ def synthesize(job: tuple[str, dict]) -> tuple[dict | None, str | None]:
         row = dict(labels)
         row.update(engine=voice.engine, vocoded=vocoded, audio_16k=p16, audio_native=pnat, native_rate=int(rate),
                    duration=round(audio.size / rate, 4), phonemes=espeak_phonemes(utt.text, voice.phoneme_voice),
-                   phoneme_voice=voice.phoneme_voice, timings=None, peak=round(float(np.max(np.abs(audio))), 4))  # fmt: skip
+                   phoneme_voice=voice.phoneme_voice, timings=None,
+                   peak=round(float(np.max(np.abs(audio))), 4))  # fmt: skip
         return row, None
     except Exception as e:  # reported and counted by the build, never silently skipped
         return None, f"{labels.get('id')}: {e.__class__.__name__}: {e}"
@@ -351,7 +355,8 @@ def _resume(out: Path, sname: str, planned: set[str]) -> set[str]:
         keep = []
         for row in rows:
             rid = row.get("id")
-            if rid in planned and rid not in done and all((out / row.get(k, "")).is_file() for k in ("audio_16k", "audio_native")):
+            files = all((out / str(row.get(k, ""))).is_file() for k in ("audio_16k", "audio_native"))
+            if rid in planned and rid not in done and files:
                 done.add(rid)
                 keep.append(row)
         write_jsonl_atomic(path, keep)

@@ -83,7 +83,8 @@ class Control:
         return asdict(self)
 
 
-_SLOWER, _MUCH_SLOWER, _FASTER, _MUCH_FASTER = Control(speed=0.8), Control(speed=0.65), Control(speed=1.2), Control(speed=1.4)  # fmt: skip
+_SLOWER, _MUCH_SLOWER = Control(speed=0.8), Control(speed=0.65)
+_FASTER, _MUCH_FASTER = Control(speed=1.2), Control(speed=1.4)
 _LOWER, _MUCH_LOWER, _HIGHER, _MUCH_HIGHER = (Control(pitch_shift=-3.0), Control(pitch_shift=-5.0),
                                               Control(pitch_shift=3.0), Control(pitch_shift=5.0))  # fmt: skip
 _NORMAL = Control()
