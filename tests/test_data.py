@@ -227,3 +227,18 @@ def test_bad_cli_input_is_one_line_error(tmp_path, capsys):
     assert rc == 2 and "--shard" in out.err
     rc, out = _run(capsys, "data", "build", "--out", str(tmp_path / "x"), "--preset", "huge")
     assert rc == 2 and "unknown preset" in out.err
+
+
+def test_control_replies_are_rendered_with_the_control(tiny_corpus):
+    rows = {r["id"]: r for r in _rows(tiny_corpus[0])}
+    replies = [r for r in rows.values() if r["control"] and r["turn"] == "assistant"]
+    assert replies
+    for r in replies:
+        command = rows[r["dialogue"] + ".cu"]
+        asked = {u["text"] for u in rows.values() if u["dialogue"] == r["dialogue"] and u["turn"] == "user"
+                 and u["control"] is None}  # fmt: skip
+        assert command["control"] == r["control"] and any(command["text"].endswith(" " + t) for t in asked)
+        plain = rows[r["dialogue"] + ".a"]
+        assert plain["text"] == r["text"]
+        # Same words, same voice: the reply lasts 1/speed as long as the plain answer (Piper's own timing varies).
+        assert plain["duration"] / r["duration"] == pytest.approx(r["speed"], rel=0.12)
