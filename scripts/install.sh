@@ -8,6 +8,9 @@ need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 ldconfig -p 2>/dev/null | grep -q libsndfile || need_apt+=(libsndfile1)
+# The web page's browser test drives Debian's chromium through its chromedriver (never a downloaded browser).
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

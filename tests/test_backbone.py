@@ -40,3 +40,15 @@ def test_bad_sources_are_one_line_errors(tmp_path):
         load_backbone(BackboneConfig(source=str(tmp_path / "x.gguf")))
     with pytest.raises(VivavoceError, match="dtype"):
         load_backbone(BackboneConfig(dtype="int3"))
+
+
+def test_prefix_cache_gives_the_same_answer(backbone):
+    from vivavoce.model.textgen import PrefixCache, TextGenConfig, chat_messages, stream_tokens, system_prefix_ids
+
+    prefix = PrefixCache(backbone, system_prefix_ids(backbone))
+    ids = backbone.chat_ids(chat_messages("Name a colour of the rainbow."))
+    assert prefix.fork(ids) is not None and prefix.fork(ids[: len(prefix.ids)]) is None
+    config = TextGenConfig(max_new_tokens=12)
+    assert list(stream_tokens(backbone, ids, config, prefix)) == list(stream_tokens(backbone, ids, config))
+    other = backbone.chat_ids(chat_messages("Hi", system="Talk like a pirate."))
+    assert prefix.fork(other) is None  # another system prompt: full pre-fill, never a wrong cache

@@ -17,6 +17,8 @@ COMMANDS = [
     "vivavoce.cli.eval",
     "vivavoce.cli.codec",
     "vivavoce.cli.train",
+    "vivavoce.cli.serve",
+    "vivavoce.cli.data",
 ]
 
 

@@ -16,7 +16,14 @@ import numpy as np
 from vivavoce.audio.vad import trim_to_speech
 from vivavoce.engine.base import AudioChunk, ResponseOptions, TextDelta, Turn, UserTranscript
 from vivavoce.model.backbone import BackboneConfig, load_backbone
-from vivavoce.model.textgen import SPOKEN_STYLE_PROMPT, TextGenConfig, chat_messages, stream_text
+from vivavoce.model.textgen import (
+    SPOKEN_STYLE_PROMPT,
+    PrefixCache,
+    TextGenConfig,
+    chat_messages,
+    stream_text,
+    system_prefix_ids,
+)
 from vivavoce.speechtools.asr import WhisperASR
 from vivavoce.speechtools.tts import PiperSettings, PiperTTS
 
@@ -48,6 +55,7 @@ class CascadeEngine:
         self.asr = WhisperASR()
         self.tts = PiperTTS()
         self.sample_rate = 22050
+        self.prefix = PrefixCache(self.backbone, system_prefix_ids(self.backbone, self.config.system_prompt))
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -75,7 +83,7 @@ class CascadeEngine:
         gen = TextGenConfig(max_new_tokens=min(options.max_answer_tokens, self.config.max_answer_tokens))
         pending = ""
         spoken_any = False
-        for piece in stream_text(self.backbone, self.backbone.chat_ids(messages), gen):
+        for piece in stream_text(self.backbone, self.backbone.chat_ids(messages), gen, self.prefix):
             yield TextDelta(piece)
             pending += piece
             cut = self._speakable_prefix(pending, first=not spoken_any)

@@ -5,6 +5,8 @@ Used by the cascade engine and by corpus synthesis to write the assistant's answ
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -24,12 +26,34 @@ class TextGenConfig:
     repetition_penalty: float = 1.1  # on tokens already generated; keeps a 135M model out of loops
 
 
+class PrefixCache:
+    """The KV cache of a fixed prompt prefix (the system prompt), computed once and copied per request:
+    every answer then pre-fills only the user's turn."""
+
+    def __init__(self, backbone: Backbone, prefix_ids: list[int]):
+        self.ids = list(prefix_ids)
+        with torch.inference_mode():
+            self._cache = backbone.model(input_ids=torch.tensor([self.ids]), use_cache=True, logits_to_keep=1).cache
+        self._lock = threading.Lock()
+
+    def fork(self, prompt_ids: list[int]):
+        """(cache copy, remaining ids) if `prompt_ids` starts with the prefix (and goes beyond it), else None."""
+        n = len(self.ids)
+        if len(prompt_ids) <= n or prompt_ids[:n] != self.ids:
+            return None
+        with self._lock:
+            return copy.deepcopy(self._cache), prompt_ids[n:]
+
+
 @torch.inference_mode()
-def stream_tokens(backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig()) -> Iterator[int]:
+def stream_tokens(
+    backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig(), prefix: PrefixCache | None = None
+) -> Iterator[int]:
     """Greedy token ids after `prompt_ids`, one at a time, until an end-of-turn token or the length limit."""
     stops = set(backbone.stop_ids())
-    ids = torch.tensor([prompt_ids])
-    past = None
+    forked = prefix.fork(prompt_ids) if prefix is not None else None
+    past, rest = forked if forked is not None else (None, prompt_ids)
+    ids = torch.tensor([rest])
     seen: list[int] = []
     for _ in range(config.max_new_tokens):
         out = backbone.model(input_ids=ids, cache=past, use_cache=True, logits_to_keep=1)
@@ -47,11 +71,13 @@ def stream_tokens(backbone: Backbone, prompt_ids: list[int], config: TextGenConf
         ids = torch.tensor([[token]])
 
 
-def stream_text(backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig()) -> Iterator[str]:
+def stream_text(
+    backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig(), prefix: PrefixCache | None = None
+) -> Iterator[str]:
     """Text pieces as tokens arrive, decoded so that multi-token characters are never split."""
     tokens: list[int] = []
     sent = ""
-    for token in stream_tokens(backbone, prompt_ids, config):
+    for token in stream_tokens(backbone, prompt_ids, config, prefix):
         tokens.append(token)
         text = backbone.tokenizer.decode(tokens, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
@@ -59,6 +85,11 @@ def stream_text(backbone: Backbone, prompt_ids: list[int], config: TextGenConfig
         if len(text) > len(sent):
             yield text[len(sent) :]
             sent = text
+
+
+def system_prefix_ids(backbone: Backbone, system: str = SPOKEN_STYLE_PROMPT) -> list[int]:
+    """Token ids of the system turn alone: a prefix of every prompt built by `chat_messages` with it."""
+    return backbone.chat_ids([{"role": "system", "content": system}], add_generation_prompt=False)
 
 
 def chat_messages(user_text: str, history: list[tuple[str, str]] = (), system: str = SPOKEN_STYLE_PROMPT) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Live dialogue over the network: a Realtime-compatible WebSocket server, an HTTP endpoint, a web page."""
