@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from vivavoce.audio.io import resample, write_audio
 from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
@@ -29,7 +28,6 @@ def speech_wav(tmp_path_factory, speech):
 def codec():
     from vivavoce.codec import Codec
 
-    torch.set_num_threads(2)
     return Codec.load()
 
 

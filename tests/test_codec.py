@@ -28,6 +28,15 @@ from vivavoce.train.loop import flatten_optimizer, unflatten_optimizer
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The codec's many small ops run several times faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_shapes_and_rates(codec, speech, dvector):
     assert codec.tokenizer.codebook_size >= 1024
     assert codec.token_rate == 12.5 and codec.sample_rate == 16000
@@ -255,3 +264,21 @@ def test_bad_arguments(codec, speech_wav, tmp_path, dvector):
         codec.encode(np.full(3200, np.nan, dtype=np.float32))
     with pytest.raises(VivavoceError, match="empty"):
         codec.encode(np.zeros(0, dtype=np.float32))
+
+
+def test_reads_corpus_manifests(tmp_path):
+    """The corpus's manifest rows (audio_16k relative to the corpus folder, voice) plug into the trainers."""
+    from vivavoce.audio.io import write_audio
+    from vivavoce.train.features import load_items, read_manifest
+
+    (tmp_path / "audio" / "16k" / "train").mkdir(parents=True)
+    write_audio(tmp_path / "audio/16k/train/u1.flac", espeak16k("Corpus rows work too."), 16000)
+    (tmp_path / "manifests").mkdir()
+    row = {"id": "u1", "audio_16k": "audio/16k/train/u1.flac", "text": "Corpus rows work too.",
+           "phonemes": espeak_phonemes("Corpus rows work too."), "voice": "espeak-en-us", "split": "train"}
+    (tmp_path / "manifests" / "train-shard-1-of-1.jsonl").write_text(json.dumps(row) + "\n")
+    items = load_items(tmp_path / "manifests" / "train-shard-1-of-1.jsonl", tmp_path / "cache", speaker=False)
+    assert items[0].speaker == "espeak-en-us" and items[0].mel.shape[0] == 80
+    (tmp_path / "bad.jsonl").write_text('{"text": "no audio"}\n')
+    with pytest.raises(VivavoceError, match="missing keys"):
+        read_manifest(tmp_path / "bad.jsonl")

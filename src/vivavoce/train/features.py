@@ -33,6 +33,8 @@ class Item:
 
 
 def read_manifest(path: str | Path) -> list[dict]:
+    """Rows with audio, text, phonemes, speaker, id. Also reads the corpus's manifests (`vivavoce data`), whose
+    rows name `audio_16k` and `voice`, with paths relative to the corpus folder (the manifest's parent's parent)."""
     path = Path(path)
     if not path.is_file():
         raise VivavoceError(f"{path}: no such manifest (make one with `python -m vivavoce.train.codec_data`)")
@@ -44,12 +46,17 @@ def read_manifest(path: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise VivavoceError(f"{path}:{n}: not JSON ({e})") from None
-        missing = {"audio", "text", "phonemes", "speaker"} - set(row)
+        row.setdefault("audio", row.get("audio_16k"))
+        row.setdefault("speaker", row.get("voice"))
+        missing = sorted(k for k in ("audio", "text", "phonemes", "speaker") if not row.get(k))
         if missing:
-            raise VivavoceError(f"{path}:{n}: missing keys {sorted(missing)}")
+            raise VivavoceError(f"{path}:{n}: missing keys {missing}")
         audio = Path(row["audio"])
-        row["audio"] = str(audio if audio.is_absolute() else path.parent / audio)
-        row.setdefault("id", audio.stem)
+        if not audio.is_absolute():
+            near, corpus = path.parent / audio, path.parent.parent / audio
+            audio = corpus if not near.exists() and corpus.exists() else near
+        row["audio"] = str(audio)
+        row["id"] = str(row.get("id") or audio.stem)
         rows.append(row)
     if not rows:
         raise VivavoceError(f"{path}: empty manifest")
