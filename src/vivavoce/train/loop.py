@@ -2,7 +2,7 @@
 
 A recipe gives the model to train and `step_losses(rng) -> {name: loss}`; the loop owns optimisation and files.
 In `out_dir`: model.safetensors (trainable weights + config), optim.safetensors (optimizer state, flattened),
-state.json (step, elapsed time, config), log.csv, loss.png. Each file is replaced atomically, state.json last,
+state.json (step, elapsed time, config), log.csv, eval.csv (held-out losses every `eval_every` steps), loss.png. Each file is replaced atomically, state.json last,
 so a kill at any moment leaves the previous checkpoint whole.
 """
 
@@ -40,6 +40,7 @@ class LoopConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 200
     log_every: int = 10
+    eval_every: int = 0  # held-out losses (recipe.eval_losses) every this many steps and at the end; 0 = never
     seed: int = 0
     device: str = "cpu"
     bf16: bool = False  # autocast matmuls to bfloat16 (CPU or CUDA)
@@ -73,21 +74,32 @@ def _atomic_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def plot_losses(csv_path: Path, png_path: Path) -> None:
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def plot_losses(csv_path: Path, png_path: Path, eval_path: Path | None = None) -> None:
+    """Training losses (solid) and, when given, held-out losses (dashed, markers) against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with csv_path.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = _read_csv(csv_path)
     if not rows:
         return
-    names = [k for k in rows[0] if k not in ("step", "seconds", "lr")]
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [int(r["step"]) for r in rows]
-    for name in names:
-        ax.plot(steps, [float(r[name]) for r in rows], label=name)
+    for series, style in ((rows, {}), (_read_csv(eval_path) if eval_path else [], {"ls": "--", "marker": "o"})):
+        if not series:
+            continue
+        steps = [int(r["step"]) for r in series]
+        for name in [k for k in series[0] if k not in ("step", "seconds", "lr")]:
+            values = [float(r[name]) if r.get(name) not in (None, "") else float("nan") for r in series]
+            if all(v > 0 or v != v for v in values):  # log axis: positive series only
+                ax.plot(steps, values, label=name if not style else f"dev {name}", **style)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
@@ -109,8 +121,20 @@ class Recipe:
     def step_losses(self, rng: random.Random) -> dict[str, torch.Tensor]:  # "loss" is optimised
         raise NotImplementedError
 
+    def eval_losses(self) -> dict[str, float]:  # held-out losses, no gradients; {} when the recipe has none
+        return {}
+
     def to(self, device: str) -> None:
         self.model.to(device)
+
+    def parameters(self) -> list[torch.nn.Parameter]:  # what the optimizer updates
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save(self, path: Path, step: int) -> None:
+        save_model(path, self.model.cpu(), self.kind, step=step)
+
+    def load(self, path: Path) -> None:
+        self.model.load_state_dict(load_model(path, self.model_cls, self.config_cls, self.kind).state_dict())
 
 
 def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
@@ -120,15 +144,15 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise VivavoceError("--device cuda: no CUDA GPU is available here")
     model = recipe.model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
+    params = recipe.parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
     step, elapsed = 0, 0.0
     state_path = out / "state.json"
     if state_path.is_file():  # resume
         state = json.loads(state_path.read_text())
         if state.get("kind") != recipe.kind:
             raise VivavoceError(f"{out}: holds a {state.get('kind')} run, not a {recipe.kind} run")
-        model.load_state_dict(load_model(out / "model.safetensors", recipe.model_cls, recipe.config_cls,
-                                         recipe.kind).state_dict())  # fmt: skip
+        recipe.load(out / "model.safetensors")
         from safetensors import safe_open
 
         with safe_open(str(out / "optim.safetensors"), "pt") as f:
@@ -150,7 +174,7 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
         return cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, cfg.steps))))
 
     def checkpoint() -> None:
-        save_model(out / "model.safetensors", model.cpu(), recipe.kind, step=step)
+        recipe.save(out / "model.safetensors", step)
         model.to(cfg.device)
         tensors, rest = flatten_optimizer(opt.state_dict())
         tmp = out / "optim.tmp"
@@ -158,7 +182,22 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
         os.replace(tmp, out / "optim.safetensors")
         _atomic_json(state_path, {"kind": recipe.kind, "step": step, "elapsed": elapsed, "config": full_config})
         if (out / "log.csv").is_file():
-            plot_losses(out / "log.csv", out / "loss.png")
+            plot_losses(out / "log.csv", out / "loss.png", out / "eval.csv")
+
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            losses = recipe.eval_losses()
+        if not losses:
+            return
+        path = out / "eval.csv"
+        new = not path.is_file() or path.stat().st_size == 0
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", *losses])
+            if new:
+                w.writeheader()
+            w.writerow({"step": step, **{k: f"{float(v):.5g}" for k, v in losses.items()}})
+        print(f"step {step} dev: " + " ".join(f"{k}={float(v):.4g}" for k, v in losses.items()), flush=True)
 
     log_path = out / "log.csv"
     log_file = log_path.open("a", newline="")
@@ -177,7 +216,7 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
                 losses = recipe.step_losses(rng)
             opt.zero_grad(set_to_none=True)
             losses["loss"].float().backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             step += 1
             count += 1
@@ -197,6 +236,8 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
                 bar.set_postfix(loss=f"{sums['loss'] / count:.4g}")
                 sums, count = {}, 0
             out_of_time = cfg.max_minutes > 0 and elapsed > cfg.max_minutes * 60
+            if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps or out_of_time):
+                evaluate()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 checkpoint()
             if out_of_time:

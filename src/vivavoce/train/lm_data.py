@@ -1,0 +1,277 @@
+"""Speech-LM training data: every utterance's codec tokens and text tokens, cached once; task examples from them.
+
+    python -m vivavoce.train.lm_data render --preset small --out /work/corpus/joe-align --limit 800
+    python -m vivavoce.train.lm_data tokenize /work/corpus/small /work/corpus/joe-align --out cache/lm/tokens.jsonl
+
+`render` speaks extra sentences in the assistant's voice (Piper joe) into a corpus-shaped folder: the built-in
+user turns whose prompts are not in the dialogue corpus's dev/test splits. They are cheap alignment data
+(text <-> joe speech) beside the small dialogue corpus.
+`tokenize` runs the shipped codec over every utterance's 16 kHz audio and the backbone tokenizer over its text,
+appending one JSONL row per utterance (ids only, never pickle), so a killed run resumes and training never
+touches audio. Examples (`build_examples`) are plain conversations: the model's processor lays them out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vivavoce.errors import VivavoceError
+
+ALIGN_SHARD = "align"  # manifest name: manifests/train-align.jsonl
+META_KEYS = ("id", "dialogue", "turn", "split", "voice", "emotion", "control", "text", "prompt_id")
+
+
+# ---- manifests --------------------------------------------------------------------------------------------------
+
+
+def corpus_rows(corpus: str | Path) -> list[dict]:
+    """All manifest rows of a corpus folder (`vivavoce data` layout), audio paths made absolute."""
+    from vivavoce.train.features import read_manifest
+
+    root = Path(corpus)
+    paths = sorted((root / "manifests").glob("*.jsonl"))
+    if not paths:
+        raise VivavoceError(f"{root}: no manifests/*.jsonl (build one with `vivavoce data build`)")
+    rows = []
+    for path in paths:
+        for row in read_manifest(path):
+            for key in ("dialogue", "turn", "split", "text"):
+                if not row.get(key):
+                    raise VivavoceError(f"{path}: row {row['id']} has no {key!r}")
+            if row["turn"] not in ("user", "assistant"):
+                raise VivavoceError(f"{path}: row {row['id']} has turn {row['turn']!r} (user|assistant)")
+            rows.append(row)
+    return rows
+
+
+# ---- extra joe renderings (alignment data) ---------------------------------------------------------------------
+
+
+def alignment_texts(preset: str, limit: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(id, text) to speak in joe's voice: built-in user turns, except those the dialogue corpus of `preset` and
+    `seed` puts in dev or test (held-out questions stay unseen, even as text). Its answers are spoken already."""
+    from vivavoce.data.corpus import PRESETS, assign_splits
+    from vivavoce.data.prompts import sample_turns, user_turns
+
+    if preset not in PRESETS:
+        raise VivavoceError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    p = PRESETS[preset]
+    planned = sample_turns(p.n_prompts, seed, p.kinds)
+    splits = assign_splits([t.id for t in planned], p.split_fractions, seed)
+    held_out = {pid for pid, split in splits.items() if split != "train"}
+    turns = [t for t in user_turns() if t.id not in held_out]
+    random.Random(f"align-{seed}").shuffle(turns)
+    out = [(f"turn-{t.id}", t.text) for t in turns]
+    return out[:limit] if limit > 0 else out
+
+
+def render_alignment(texts: list[tuple[str, str]], out: str | Path, log=print) -> int:
+    """Speak each text with the assistant voice into corpus folder `out` (resumable: finished rows are kept)."""
+    from vivavoce.data.corpus import _resume, _worker_init, synthesize
+    from vivavoce.data.voices import ASSISTANT
+
+    out = Path(out)
+    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    done = _resume(out, ALIGN_SHARD, {uid for uid, _ in texts})
+    todo = [(uid, text) for uid, text in texts if uid not in done]
+    log(f"{len(texts)} sentences, {len(done)} already spoken, {len(todo)} to speak")
+    _worker_init()
+    errors = 0
+    with (out / "manifests" / f"train-{ALIGN_SHARD}.jsonl").open("a") as f:
+        for n, (uid, text) in enumerate(todo, 1):
+            labels = dict(id=uid, dialogue=uid, turn="assistant", prompt_id=uid, kind="align", split="train",
+                          text=text, voice=ASSISTANT, emotion="neutral", intensity=0.0, speed=1.0, pitch_shift=0.0,
+                          control=None, vocode=False)  # fmt: skip
+            row, error = synthesize((str(out), labels))
+            if error:
+                errors += 1
+                log(f"  error: {error}")
+                continue
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            if n % 50 == 0:
+                log(f"  {n}/{len(todo)} spoken")
+    return errors
+
+
+# ---- tokens -----------------------------------------------------------------------------------------------------
+
+
+def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tokenizer=None, log=print) -> list[dict]:
+    """Token rows of every utterance of `corpora`, computed once and appended to JSONL `out` (resumes)."""
+    from vivavoce.audio.io import AudioLimits, read_audio
+    from vivavoce.data.corpus import read_jsonl
+
+    out = Path(out)
+    have: dict[str, dict] = {}
+    if out.is_file():
+        rows, _ = read_jsonl(out)  # a line cut by a kill is dropped and redone
+        have = {r["key"]: r for r in rows if "speech_ids" in r}
+    todo = []
+    for corpus in corpora:
+        name = Path(corpus).resolve().name
+        for row in corpus_rows(corpus):
+            key = f"{name}/{row['id']}"
+            if key not in have:
+                todo.append((key, name, row))
+    log(f"{len(have)} utterances already tokenised, {len(todo)} to do")
+    if todo:
+        if codec is None:
+            from vivavoce.codec import Codec
+
+            codec = Codec.load()
+        if tokenizer is None:
+            from vivavoce.model.backbone import load_backbone
+
+            tokenizer = load_backbone().tokenizer
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            for n, (key, name, row) in enumerate(todo, 1):
+                audio = read_audio(row["audio"], 16000, AudioLimits(max_seconds=60.0, reject_silence=False))
+                entry = {"key": key, "corpus": name, **{k: row.get(k) for k in META_KEYS}}
+                entry["text_ids"] = tokenizer.encode(row["text"], add_special_tokens=False)
+                entry["speech_ids"] = [int(i) for i in codec.encode(audio)]
+                f.write(json.dumps(entry) + "\n")
+                f.flush()
+                have[key] = entry
+                if n % 100 == 0:
+                    log(f"  {n}/{len(todo)} tokenised")
+    return list(have.values())
+
+
+def load_tokens(path: str | Path) -> list[dict]:
+    from vivavoce.data.corpus import read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise VivavoceError(f"{path}: no token cache (make it with `python -m vivavoce.train.lm_data tokenize`)")
+    rows, _ = read_jsonl(path)
+    rows = [r for r in rows if isinstance(r.get("speech_ids"), list) and isinstance(r.get("text_ids"), list)]
+    if not rows:
+        raise VivavoceError(f"{path}: holds no tokenised utterances")
+    return rows
+
+
+# ---- examples ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Turn:
+    role: str  # "user" | "assistant"
+    text: str | None = None  # None: the turn has no text stream (spoken only)
+    speech: list[int] | None = None  # codec ids; None: not spoken
+
+
+@dataclass
+class Example:
+    task: str  # "t2s" | "s2t" | "s2s" | "s2t_dialogue"
+    mode: str  # the processor's mode: "S2S" | "S2T" | "T2S" | "T2T" (input modality 2 output modality)
+    turns: list[Turn] = field(default_factory=list)
+    split: str = "train"
+    source: str = ""  # utterance keys, for tracing
+    instruction: str | None = None  # alignment tasks: replaces the mode's dialogue instruction
+
+    def length_hint(self) -> int:
+        return sum(len(t.speech or ()) + len(t.text or "") // 4 + 8 for t in self.turns)
+
+
+# The alignment tasks are told apart from dialogue (same modalities) by their system instruction.
+REPEAT_INSTRUCTION = "Read the user's text aloud, word for word."
+TRANSCRIBE_INSTRUCTION = "Write down exactly what the user said."
+
+
+@dataclass
+class ExampleConfig:
+    t2s: bool = True  # text -> its speech in joe's voice (assistant utterances: corpus answers + renderings)
+    s2t: bool = True  # speech (any voice) -> its transcript
+    s2s: bool = True  # dialogue: user speech -> assistant speech (true mode)
+    s2t_dialogue: bool = True  # dialogue: user speech -> assistant text (the frozen LLM's own answer)
+    guided: bool = True  # dialogue answers carry their text as well as their speech (text-guided mode)
+    max_speech: int = 400  # tokens (32 s); longer utterances are skipped
+
+
+def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split: str = "train") -> list[Example]:
+    """Task examples from token rows of one split. Dialogue pairs come from rows sharing a dialogue: each user
+    rendering (any voice, any emotion) with the dialogue's plain assistant answer, and control turns with the
+    controlled answer."""
+    rows = [r for r in rows if r["split"] == split and 0 < len(r["speech_ids"]) <= cfg.max_speech]
+    out: list[Example] = []
+    for r in rows:
+        if cfg.t2s and r["turn"] == "assistant" and r.get("emotion", "neutral") == "neutral" and not r.get("control"):
+            out.append(Example("t2s", "T2S", [Turn("user", r["text"]), Turn("assistant", r["text"], r["speech_ids"])],
+                               split, r["key"], REPEAT_INSTRUCTION))
+        if cfg.s2t:
+            out.append(Example("s2t", "S2T", [Turn("user", None, r["speech_ids"]), Turn("assistant", r["text"])],
+                               split, r["key"], TRANSCRIBE_INSTRUCTION))
+    by_dialogue: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r.get("corpus") and not str(r["dialogue"]).startswith(("ans-", "turn-")):
+            by_dialogue.setdefault((r["corpus"], r["dialogue"]), []).append(r)
+    for (_, _), group in sorted(by_dialogue.items()):
+        users = [r for r in group if r["turn"] == "user"]
+        answers = {("control" if r.get("control") else "plain"): r for r in group
+                   if r["turn"] == "assistant" and (r.get("control") or r["id"].endswith(".a"))}  # fmt: skip
+        for u in users:
+            a = answers.get("control" if u.get("control") else "plain")
+            if a is None:
+                continue
+            if cfg.s2s:
+                text = a["text"] if cfg.guided else None
+                out.append(Example("s2s", "S2S", [Turn("user", None, u["speech_ids"]),
+                                                  Turn("assistant", text, a["speech_ids"])], split,
+                                   f"{u['key']}>{a['key']}"))  # fmt: skip
+            if cfg.s2t_dialogue:
+                out.append(Example("s2t_dialogue", "S2T", [Turn("user", None, u["speech_ids"]),
+                                                            Turn("assistant", a["text"])], split,
+                                   f"{u['key']}>{a['key']}"))  # fmt: skip
+    return out
+
+
+def summarize(examples: list[Example]) -> dict:
+    tasks: dict[str, int] = {}
+    speech = 0
+    for e in examples:
+        tasks[e.task] = tasks.get(e.task, 0) + 1
+        speech += sum(len(t.speech or ()) for t in e.turns)
+    return {"examples": len(examples), "tasks": tasks, "speech_tokens": speech, "speech_hours": speech / 12.5 / 3600}
+
+
+# ---- CLI --------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("render", help="speak extra sentences in joe's voice (alignment data)")
+    r.add_argument("--preset", default="small", help="the dialogue corpus's preset: its dev/test prompts are left out")
+    r.add_argument("--out", required=True)
+    r.add_argument("--limit", type=int, default=800)
+    r.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("tokenize", help="codec + text tokens of every utterance, cached as JSONL")
+    t.add_argument("corpora", nargs="+")
+    t.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        if args.cmd == "render":
+            errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed), args.out, log)
+            return 1 if errors else 0
+        rows = tokenize_corpora(args.corpora, args.out, log=log)
+        for split in ("train", "dev", "test"):
+            print(split, json.dumps(summarize(build_examples(rows, split=split))))
+        return 0
+    except VivavoceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
