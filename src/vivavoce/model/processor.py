@@ -1,0 +1,284 @@
+"""Conversations (text and/or speech) ⇄ the speech LM's token grid: two aligned streams, one (text, speech) pair
+per position, with per-stream targets for training and batching with padding.
+
+Layout (ChatML; `·` = NONE, no token in that stream; S/E = start/end of speech):
+
+    text   <|im_start|> user \\n  ·  ·  ·  ·  · <|im_end|> \\n <|im_start|> assistant \\n  t1 t2 t3 t4 t5 ·  ·  ·  ·  · <|im_end|> \\n
+    speech      ·       ·    ·   S  u1 u2 u3 E     ·      ·      ·          ·      ·   ·  ·  ·  ·  S  a1 a2 a3 E    ·      ·
+
+- Template tokens and text turns: text stream only.
+- A spoken user turn: its speech span (S codes E) in the speech stream, text stream empty (its transcript, if any,
+  is not placed; an alignment task puts it in the assistant's reply instead).
+- A spoken assistant reply without text ("true" mode): the same, speech only.
+- A spoken assistant reply with text ("text-guided"): the text tokens fill the text stream from the reply's first
+  position; the speech span starts `guided_delay` positions later and runs on, the text stream empty once the text
+  is done. Text leads: speech is ~4 positions a word, text one, so the text is soon far ahead of the speech.
+
+Targets (what the position's logits should predict; IGNORE elsewhere), only in trained turns (assistant by default):
+text targets for a text reply's tokens and its <|im_end|>; for a guided reply's text tokens, and <|im_end|> after
+its last one (the frozen LM's own end-of-text signal: generation then stops feeding text); speech targets for S,
+the codes and E of a spoken reply. The closing "<|im_end|>\\n" of a spoken reply is not trained: the generator
+writes it. Modes (S→S, S→T, T→S, T→T) are chosen by the system prompt, as in MOSS-Speech.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from vivavoce.errors import VivavoceError
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLMConfig
+from vivavoce.model.textgen import SPOKEN_STYLE_PROMPT
+
+MODE_PROMPTS = {
+    "s2s": SPOKEN_STYLE_PROMPT + " The user speaks to you; answer in speech.",
+    "s2t": SPOKEN_STYLE_PROMPT + " The user speaks to you; answer in text.",
+    "t2s": SPOKEN_STYLE_PROMPT + " The user writes to you; answer in speech.",
+    "t2t": SPOKEN_STYLE_PROMPT + " The user writes to you; answer in text.",
+}
+# Alignment tasks (MOSS-Speech trains on both directions): their own system prompts.
+TASK_PROMPTS = {
+    "asr": "Write down exactly what the user says.",
+    "tts": "Read the user's text aloud, word for word.",
+}
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class ChatTurn:
+    """One turn. `speech`: codec ids (0..speech_vocab-1); or `audio` (16 kHz float32), encoded with the codec
+    given to `encode`. A user turn with speech is spoken (its text is not placed); an assistant turn with both text
+    and speech is a text-guided spoken reply."""
+
+    role: str
+    text: str | None = None
+    speech: list[int] | None = None
+    audio: np.ndarray | None = None
+
+    @property
+    def spoken(self) -> bool:
+        return self.speech is not None or self.audio is not None
+
+
+@dataclass
+class ProcessorConfig:
+    guided_delay: int = 4  # positions from a guided reply's first text token to its S
+    train_roles: tuple[str, ...] = ("assistant",)
+    max_len: int | None = None  # longer conversations are refused (VivavoceError)
+
+
+@dataclass
+class Grid:
+    """One conversation as aligned streams (lists of equal length)."""
+
+    text_ids: list[int] = field(default_factory=list)
+    speech_ids: list[int] = field(default_factory=list)
+    text_targets: list[int] = field(default_factory=list)
+    speech_targets: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.text_ids)
+
+    def add(self, text: int = NONE, speech: int = NONE) -> int:
+        self.text_ids.append(text)
+        self.speech_ids.append(speech)
+        self.text_targets.append(IGNORE)
+        self.speech_targets.append(IGNORE)
+        return len(self.text_ids) - 1
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, T) text ids and speech ids, for the model."""
+        return torch.tensor([self.text_ids]), torch.tensor([self.speech_ids])
+
+
+@dataclass
+class Batch:
+    """Right-padded (B, T) tensors. Targets are aligned with their positions (already shifted): the logits at
+    position p are scored against targets[p]."""
+
+    text_ids: torch.Tensor
+    speech_ids: torch.Tensor
+    text_targets: torch.Tensor
+    speech_targets: torch.Tensor
+    attention_mask: torch.Tensor  # 1 on real positions, 0 on padding
+
+    @property
+    def text_loss_mask(self) -> torch.Tensor:
+        return self.text_targets != IGNORE
+
+    @property
+    def speech_loss_mask(self) -> torch.Tensor:
+        return self.speech_targets != IGNORE
+
+    def to(self, device) -> "Batch":
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+class SpeechLMProcessor:
+    def __init__(self, tokenizer, model_config: SpeechLMConfig | None = None, config: ProcessorConfig | None = None):
+        self.tokenizer = tokenizer
+        self.model_config = model_config or SpeechLMConfig()
+        self.config = config or ProcessorConfig()
+        self.sos, self.eos = self.model_config.sos, self.model_config.eos
+        self.im_start, self.im_end = self._special("<|im_start|>"), self._special("<|im_end|>")
+        self.newline = self._ids("\n")
+        self.role_ids = {role: self._ids(role) for role in ROLES}
+
+    def _special(self, token: str) -> int:
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        if not isinstance(tid, int) or tid == self.tokenizer.unk_token_id:
+            raise VivavoceError(f"the backbone's tokenizer has no {token} (ChatML) token")
+        return tid
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def text_ids(self, text: str) -> list[int]:
+        return self._ids(text)
+
+    @staticmethod
+    def system_turn(mode: str) -> ChatTurn:
+        prompt = MODE_PROMPTS.get(mode) or TASK_PROMPTS.get(mode)
+        if prompt is None:
+            raise VivavoceError(f"unknown mode {mode!r}; choose from {', '.join([*MODE_PROMPTS, *TASK_PROMPTS])}")
+        return ChatTurn("system", text=prompt)
+
+    # ---- conversation → grid -----------------------------------------------------------------------------------
+
+    def encode(
+        self, turns: list[ChatTurn], mode: str | None = None, add_generation_prompt: bool = False, codec=None
+    ) -> Grid:
+        """The grid of `turns`; `mode` prepends that mode's system prompt when the turns have no system turn;
+        `add_generation_prompt` ends with "<|im_start|>assistant\\n" (for generation)."""
+        if mode is not None and not (turns and turns[0].role == "system"):
+            turns = [self.system_turn(mode), *turns]
+        g = Grid()
+        for turn in turns:
+            if turn.role not in ROLES:
+                raise VivavoceError(f"turn role must be one of {', '.join(ROLES)}, not {turn.role!r}")
+            train = turn.role in self.config.train_roles
+            self._header(g, turn.role)
+            speech = self._speech_of(turn, codec)
+            text = self._ids(turn.text) if turn.text else []
+            if speech is not None and turn.role == "assistant" and text:
+                self._guided(g, text, speech, train)
+                self._text(g, [self.im_end], train=False)
+            elif speech is not None:
+                self._speech_span(g, speech, train)
+                self._text(g, [self.im_end], train=False)
+            else:
+                if not text and turn.role != "system":
+                    raise VivavoceError(f"a {turn.role} turn has neither text nor speech")
+                self._text(g, text + [self.im_end], train)
+            self._text(g, self.newline, train=False)
+        if add_generation_prompt:
+            self._header(g, "assistant")
+        if self.config.max_len is not None and len(g) > self.config.max_len:
+            raise VivavoceError(f"conversation is {len(g)} positions long; the limit is {self.config.max_len}")
+        return g
+
+    def _speech_of(self, turn: ChatTurn, codec) -> list[int] | None:
+        if turn.speech is not None:
+            ids = [int(i) for i in turn.speech]
+        elif turn.audio is not None:
+            if codec is None:
+                raise VivavoceError("a turn holds audio but no codec was given to encode it")
+            ids = [int(i) for i in codec.encode(turn.audio)]
+        else:
+            return None
+        bad = [i for i in ids if not 0 <= i < self.model_config.speech_vocab]
+        if bad:
+            raise VivavoceError(f"speech id {bad[0]} is outside 0..{self.model_config.speech_vocab - 1}")
+        return ids
+
+    def _header(self, g: Grid, role: str) -> None:
+        for t in [self.im_start, *self.role_ids[role], *self.newline]:
+            g.add(text=t)
+
+    def _text(self, g: Grid, ids: list[int], train: bool) -> None:
+        for t in ids:
+            p = g.add(text=t)
+            if train and p > 0:
+                g.text_targets[p - 1] = t
+
+    def _speech_span(self, g: Grid, codes: list[int], train: bool) -> None:
+        for s in [self.sos, *codes, self.eos]:
+            p = g.add(speech=s)
+            if train and p > 0:
+                g.speech_targets[p - 1] = s
+
+    def _guided(self, g: Grid, text: list[int], codes: list[int], train: bool) -> None:
+        start = len(g)
+        speech = [self.sos, *codes, self.eos]
+        delay = self.config.guided_delay
+        for i in range(max(len(text), delay + len(speech))):
+            t = text[i] if i < len(text) else NONE
+            s = speech[i - delay] if 0 <= i - delay < len(speech) else NONE
+            p = g.add(text=t, speech=s)
+            if train:
+                if t != NONE:
+                    g.text_targets[p - 1] = t
+                if s != NONE:
+                    g.speech_targets[p - 1] = s
+        if train:
+            g.text_targets[start + len(text) - 1] = self.im_end  # end of text: the generator stops feeding text
+
+    # ---- grid → conversation -----------------------------------------------------------------------------------
+
+    def decode(self, grid: Grid) -> list[ChatTurn]:
+        """The turns of a grid (text decoded, speech as ids). A final turn left open (a generation prompt, or a
+        reply cut short) is returned with what it holds."""
+        turns: list[ChatTurn] = []
+        i, n = 0, len(grid)
+        tx, sp = grid.text_ids, grid.speech_ids
+        while i < n:
+            if tx[i] != self.im_start:
+                raise VivavoceError(f"position {i}: expected <|im_start|>, found text id {tx[i]}")
+            j = i + 1
+            while j < n and tx[j] != self.newline[0]:
+                j += 1
+            role = self.tokenizer.decode(tx[i + 1 : j]).strip()
+            i = j + 1
+            text, speech, in_speech = [], None, False
+            while i < n and tx[i] != self.im_end:
+                if tx[i] != NONE:
+                    text.append(tx[i])
+                s = sp[i]
+                if s == self.sos:
+                    speech, in_speech = [], True
+                elif s == self.eos:
+                    in_speech = False
+                elif s != NONE and in_speech:
+                    speech.append(s)
+                i += 1
+            turns.append(ChatTurn(role, text=self.decode_text(text) if text else None, speech=speech))
+            i += 1 + len(self.newline)  # <|im_end|> \n
+        return turns
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    # ---- batching ------------------------------------------------------------------------------------------------
+
+    def collate(self, grids: list[Grid], pad_to_multiple: int = 1) -> Batch:
+        """Right-padded batch; padding has NONE ids, IGNORE targets and attention_mask 0."""
+        if not grids:
+            raise VivavoceError("cannot batch zero conversations")
+        T = max(len(g) for g in grids)
+        T = -(-T // pad_to_multiple) * pad_to_multiple
+        B = len(grids)
+        text = torch.full((B, T), NONE, dtype=torch.long)
+        speech = torch.full((B, T), NONE, dtype=torch.long)
+        tt = torch.full((B, T), IGNORE, dtype=torch.long)
+        st = torch.full((B, T), IGNORE, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        for b, g in enumerate(grids):
+            n = len(g)
+            text[b, :n] = torch.tensor(g.text_ids)
+            speech[b, :n] = torch.tensor(g.speech_ids)
+            tt[b, :n] = torch.tensor(g.text_targets)
+            st[b, :n] = torch.tensor(g.speech_targets)
+            mask[b, :n] = 1
+        return Batch(text, speech, tt, st, mask)

@@ -1,0 +1,298 @@
+"""The speech language model: a frozen text LLM with a modality-based layer split (after MOSS-Speech).
+
+Every position holds a (text token, speech token) pair. Its input embedding is the text embedding plus the speech
+embedding, either one a zero vector where that stream is absent (id NONE = -1). The lower L-K layers are shared;
+the top K layers exist twice:
+
+    text ids ──embed──┐                     ┌─ text branch: original top K layers + norm + LM head (frozen)
+                      + ── shared layers ──┤
+    speech ids ─embed─┘   0 .. L-K-1        └─ speech branch: copy of the top K layers + own norm + speech head
+
+The text branch *is* the backbone's own modules, so with no speech tokens the text logits are the backbone's,
+bit for bit. Speech ids: the codec's codes 0..speech_vocab-1, then SOS and EOS (start/end of a spoken span).
+
+Caching: one transformers DynamicCache holds every layer; the speech branch's copies use layer indices L..L+K-1
+so both branches decode incrementally from the same cache object. Run both branches at every step when decoding
+with a cache (skipping one leaves its cache layers behind).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vivavoce.errors import VivavoceError
+from vivavoce.model.backbone import Backbone
+
+NONE = -1  # "no token in this stream at this position" (zero embedding), in both streams
+IGNORE = -100  # target positions that carry no loss
+
+CHECKPOINT_KIND = "vivavoce-speechlm"
+
+
+@dataclass
+class SpeechLMConfig:
+    split_layers: int = 4  # K: the top K layers are duplicated into a speech branch
+    speech_vocab: int = 1024  # codes of the speech tokenizer (vivavoce.codec: 1,024)
+    speech_embed_init: str = "mean"  # "mean" (mean text embedding + noise) | "random"
+    speech_head_init: str = "random"  # "random" | "embed" (tied start: the speech embedding's rows)
+    init_std: float = 0.02
+    train_shared: bool = False  # stage 2: the shared layers get their own trainable copy (saved with the rest)
+    seed: int = 0
+
+    @property
+    def sos(self) -> int:
+        return self.speech_vocab
+
+    @property
+    def eos(self) -> int:
+        return self.speech_vocab + 1
+
+    @property
+    def speech_tokens(self) -> int:
+        """Size of the speech embedding table and speech head: codes + SOS + EOS."""
+        return self.speech_vocab + 2
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeechLMConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class SpeechLMOutput:
+    text_logits: torch.Tensor | None  # (B, T, text vocab)
+    speech_logits: torch.Tensor | None  # (B, T, speech_tokens)
+    cache: object | None = None
+
+
+class SpeechLM(nn.Module):
+    def __init__(self, backbone: Backbone, config: SpeechLMConfig | None = None):
+        super().__init__()
+        config = config or SpeechLMConfig()
+        L, K = backbone.num_layers, config.split_layers
+        if not 1 <= K < L:
+            raise VivavoceError(f"split_layers must be in 1..{L - 1}, not {K}")
+        self.config = config
+        self.backbone_config = backbone.config
+        self.num_layers, self.num_shared = L, L - K
+        self.hidden_size = backbone.hidden_size
+        self.text_vocab = backbone.vocab_size
+
+        # The backbone's own modules (shared by reference: the text branch stays the backbone itself).
+        self.text_embed = backbone.embed
+        self.rotary = backbone.rotary
+        shared = list(backbone.layers[: L - K])
+        if config.train_shared:
+            shared = [copy.deepcopy(layer) for layer in shared]
+        self.shared_layers = nn.ModuleList(shared)
+        self.text_layers = nn.ModuleList(backbone.layers[L - K :])
+        self.text_norm = backbone.norm
+        self.text_head = backbone.head
+
+        # The speech branch: a copy of the top K layers and norm, its own embedding and head.
+        self.speech_layers = nn.ModuleList(copy.deepcopy(layer) for layer in backbone.layers[L - K :])
+        for i, layer in enumerate(self.speech_layers):
+            layer.self_attn.layer_idx = L + i  # its own slots in the shared cache object
+        self.speech_norm = copy.deepcopy(backbone.norm)
+        dtype = backbone.dtype
+        self.speech_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
+        self.speech_head = nn.Linear(self.hidden_size, config.speech_tokens, bias=False, dtype=dtype)
+        self._init_speech(config)
+
+        self.requires_grad_(False)
+        for p in self.trainable_parameters():
+            p.requires_grad_(True)
+
+    # ---- parameters -------------------------------------------------------------------------------------------
+
+    def _init_speech(self, config: SpeechLMConfig) -> None:
+        g = torch.Generator().manual_seed(config.seed)
+        std = config.init_std
+        with torch.no_grad():
+            w = torch.randn(self.speech_embed.weight.shape, generator=g) * std
+            if config.speech_embed_init == "mean":
+                # Start where text inputs live: the mean text embedding, told apart by small noise.
+                w += self.text_embed.weight.float().mean(0)
+            elif config.speech_embed_init != "random":
+                raise VivavoceError(f"speech_embed_init must be mean|random, not {config.speech_embed_init!r}")
+            self.speech_embed.weight.copy_(w)
+            if config.speech_head_init == "embed":
+                self.speech_head.weight.copy_(w)
+            elif config.speech_head_init == "random":
+                self.speech_head.weight.copy_(torch.randn(self.speech_head.weight.shape, generator=g) * std)
+            else:
+                raise VivavoceError(f"speech_head_init must be random|embed, not {config.speech_head_init!r}")
+
+    @torch.no_grad()
+    def warm_start_speech_embedding(self, table: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Set speech embedding rows (all, or `rows`) from `table`, e.g. per code the mean text embedding of the
+        text tokens aligned with it."""
+        target = self.speech_embed.weight
+        if rows is None:
+            target.copy_(table.to(target.dtype))
+        else:
+            target[rows] = table.to(target.dtype)
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        mods = {
+            "speech_embed": self.speech_embed,
+            "speech_layers": self.speech_layers,
+            "speech_norm": self.speech_norm,
+            "speech_head": self.speech_head,
+        }
+        if self.config.train_shared:
+            mods["shared_layers"] = self.shared_layers
+        return mods
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.trainable_modules().values() for p in m.parameters()]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in self.trainable_modules().items() for k, v in m.state_dict().items()}
+
+    def save_trainable(self, path: str | Path, dtype: torch.dtype | None = None, extra: dict | None = None) -> None:
+        """Trainable weights only (safetensors), the config in the metadata; `dtype` e.g. bfloat16 to halve it."""
+        from safetensors.torch import save_file
+
+        state = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in self.trainable_state_dict().items()}
+        meta = {"kind": CHECKPOINT_KIND, "config": json.dumps(asdict(self.config))}
+        meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path), metadata=meta)
+
+    def load_trainable(self, path: str | Path) -> None:
+        config, state = read_checkpoint(path)
+        if config != self.config:
+            raise VivavoceError(f"{path}: made for {config}, not this model's {self.config}")
+        own = self.trainable_state_dict()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise VivavoceError(f"{path}: lacks {len(missing)} weights (first: {missing[0]})")
+        with torch.no_grad():
+            for name, module in self.trainable_modules().items():
+                prefix = name + "."
+                sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                module.load_state_dict({k: v.to(own[prefix + k].dtype) for k, v in sub.items()})
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: Backbone) -> "SpeechLM":
+        config, _ = read_checkpoint(path, weights=False)
+        model = cls(backbone, config)
+        model.load_trainable(path)
+        return model.eval()
+
+    # ---- forward ----------------------------------------------------------------------------------------------
+
+    def embed(self, text_ids: torch.Tensor, speech_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) text ids and (B, T) speech ids (NONE where absent) → (B, T, H) input embeddings."""
+        has_text = text_ids != NONE
+        x = self.text_embed(text_ids.clamp(min=0))
+        if not bool(has_text.all()):
+            x = torch.where(has_text[..., None], x, torch.zeros((), dtype=x.dtype))
+        has_speech = speech_ids != NONE
+        if bool(has_speech.any()):  # no speech: leave the text embedding untouched, bit for bit
+            s = self.speech_embed(speech_ids.clamp(min=0))
+            x = x + torch.where(has_speech[..., None], s, torch.zeros((), dtype=s.dtype))
+        return x
+
+    def context(self, x, attention_mask=None, position_ids=None, cache=None) -> dict:
+        """What every layer needs besides the hidden states: the causal (and padding) mask, positions, rotary
+        embeddings. Built once per step, before the cache grows."""
+        from transformers.masking_utils import create_causal_mask
+
+        if position_ids is None:
+            past = cache.get_seq_length() if cache is not None else 0
+            position_ids = (torch.arange(x.shape[1], device=x.device) + past).unsqueeze(0)
+        mask = create_causal_mask(
+            config=self.backbone_config, inputs_embeds=x, attention_mask=attention_mask, cache=cache,
+            position_ids=position_ids,
+        )
+        return dict(attention_mask=mask, position_ids=position_ids, position_embeddings=self.rotary(x, position_ids))
+
+    def shared_hidden(self, text_ids, speech_ids, attention_mask=None, position_ids=None, ctx=None, cache=None):
+        """Output of the shared layers (B, T, H). Where the speech embedding is frozen, this is a fixed function of
+        the ids: a trainer may cache it and train the speech branch with `branches_from_hidden`."""
+        x = self.embed(text_ids, speech_ids)
+        ctx = ctx or self.context(x, attention_mask, position_ids, cache)
+        for layer in self.shared_layers:
+            x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
+        return x
+
+    def branches_from_hidden(
+        self, hidden, attention_mask=None, position_ids=None, ctx=None, cache=None, text: bool = True,
+        speech: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Shared-layer output → (text branch hidden, speech branch hidden), each after its final norm (B, T, H),
+        None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed."""
+        ctx = ctx or self.context(hidden, attention_mask, position_ids, None)
+        outs = []
+        for on, layers, norm in ((text, self.text_layers, self.text_norm), (speech, self.speech_layers, self.speech_norm)):
+            if not on:
+                outs.append(None)
+                continue
+            h = hidden
+            for layer in layers:
+                h = layer(h, cache=cache, use_cache=cache is not None, **ctx)
+            outs.append(norm(h))
+        return outs[0], outs[1]
+
+    def forward(
+        self, text_ids, speech_ids, attention_mask=None, position_ids=None, cache=None, use_cache: bool = False,
+        text: bool = True, speech: bool = True, logits_to_keep: int = 0,
+    ) -> SpeechLMOutput:
+        """Both branches over (B, T) id grids. `use_cache` starts a cache if none is given (a transformers
+        DynamicCache; pass it back for the next step); `logits_to_keep` = n: logits of the last n positions only."""
+        from transformers import DynamicCache
+
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        x = self.embed(text_ids, speech_ids)
+        ctx = self.context(x, attention_mask, position_ids, cache)
+        for layer in self.shared_layers:
+            x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
+        th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech)
+        keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
+        return SpeechLMOutput(
+            text_logits=self.text_head(th[:, keep]) if th is not None else None,
+            speech_logits=self.speech_head(sh[:, keep]) if sh is not None else None,
+            cache=cache,
+        )
+
+
+def read_checkpoint(path: str | Path, weights: bool = True) -> tuple[SpeechLMConfig, dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise VivavoceError(f"{path}: no speech LM checkpoint there")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()} if weights else {}
+    except Exception as e:  # safetensors raises its own error types for junk files
+        raise VivavoceError(f"{path}: not a safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise VivavoceError(f"{path}: not a speech LM checkpoint (kind {meta.get('kind')!r})")
+    return SpeechLMConfig.from_dict(json.loads(meta["config"])), state
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    """The JSON values stored beside the weights (config, and e.g. "processor" given as `extra` when saved)."""
+    from safetensors import safe_open
+
+    read_checkpoint(path, weights=False)  # one-line errors for a missing or wrong file
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    out = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
