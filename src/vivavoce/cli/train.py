@@ -1,16 +1,17 @@
-"""`vivavoce train tokenizer|decoder|vocoder --config FILE.yaml`: run (or resume) a codec training recipe."""
+"""`vivavoce train tokenizer|decoder|vocoder|lm --config FILE.yaml`: run (or resume) a training recipe."""
 
 from __future__ import annotations
 
 import argparse
 
-KINDS = ("tokenizer", "decoder", "vocoder")
+KINDS = ("tokenizer", "decoder", "vocoder", "lm")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a codec part (resumes a killed run in the same --out)")
+    p = sub.add_parser("train", help="train a codec part or the speech LM (resumes a killed run in the same --out)")
     p.add_argument("kind", choices=KINDS)
-    p.add_argument("--config", help="YAML config (see configs/codec/); defaults otherwise")
+    p.add_argument("--config", help="YAML config (see configs/codec/, configs/lm/); defaults otherwise")
+    p.add_argument("--stage", type=int, choices=(1, 2), help="lm: training stage (overrides the config)")
     p.add_argument("--device", help="cpu or cuda (overrides the config)")
     p.add_argument("--steps", type=int, help="total steps (overrides the config)")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time, in all (overrides)")
@@ -21,11 +22,23 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vivavoce.config import load_yaml, to_dict
-    from vivavoce.train.codec_recipes import RECIPES
     from vivavoce.train.loop import train
 
-    config_cls, recipe_cls = RECIPES[args.kind]
+    if args.kind == "lm":
+        from vivavoce.train.lm_recipe import LMRecipe as recipe_cls
+        from vivavoce.train.lm_recipe import LMTrainConfig as config_cls
+    else:
+        from vivavoce.train.codec_recipes import RECIPES
+
+        config_cls, recipe_cls = RECIPES[args.kind]
     cfg = load_yaml(config_cls, args.config) if args.config else config_cls()
+    if args.stage is not None:
+        if args.kind != "lm":
+            from vivavoce.errors import VivavoceError
+
+            raise VivavoceError("--stage applies to `train lm` only")
+        cfg.stage = args.stage
+        cfg.model.train_shared = args.stage == 2
     for name, value in (("device", args.device), ("steps", args.steps), ("max_minutes", args.max_minutes),
                         ("out_dir", args.out), ("manifest", args.manifest)):  # fmt: skip
         if value is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vivavoce.errors import VivavoceError
+from vivavoce.model.processor import ChatTurn
 
 ALIGN_SHARD = "align"  # manifest name: manifests/train-align.jsonl
 META_KEYS = ("id", "dialogue", "turn", "split", "voice", "emotion", "control", "text", "prompt_id")
@@ -161,74 +162,62 @@ def load_tokens(path: str | Path) -> list[dict]:
 
 
 @dataclass
-class Turn:
-    role: str  # "user" | "assistant"
-    text: str | None = None  # None: the turn has no text stream (spoken only)
-    speech: list[int] | None = None  # codec ids; None: not spoken
-
-
-@dataclass
 class Example:
-    task: str  # "t2s" | "s2t" | "s2s" | "s2t_dialogue"
-    mode: str  # the processor's mode: "S2S" | "S2T" | "T2S" | "T2T" (input modality 2 output modality)
-    turns: list[Turn] = field(default_factory=list)
+    task: str  # "tts" | "asr" | "s2s" | "s2s_guided" | "s2t"
+    mode: str  # the processor's system prompt: "tts" | "asr" (alignment) | "s2s" | "s2t" (dialogue)
+    turns: list[ChatTurn] = field(default_factory=list)
     split: str = "train"
     source: str = ""  # utterance keys, for tracing
-    instruction: str | None = None  # alignment tasks: replaces the mode's dialogue instruction
-
-    def length_hint(self) -> int:
-        return sum(len(t.speech or ()) + len(t.text or "") // 4 + 8 for t in self.turns)
-
-
-# The alignment tasks are told apart from dialogue (same modalities) by their system instruction.
-REPEAT_INSTRUCTION = "Read the user's text aloud, word for word."
-TRANSCRIBE_INSTRUCTION = "Write down exactly what the user said."
 
 
 @dataclass
 class ExampleConfig:
-    t2s: bool = True  # text -> its speech in joe's voice (assistant utterances: corpus answers + renderings)
-    s2t: bool = True  # speech (any voice) -> its transcript
-    s2s: bool = True  # dialogue: user speech -> assistant speech (true mode)
-    s2t_dialogue: bool = True  # dialogue: user speech -> assistant text (the frozen LLM's own answer)
-    guided: bool = True  # dialogue answers carry their text as well as their speech (text-guided mode)
+    tts: bool = True  # text -> its speech in joe's voice, text-guided (text stream leads, speech follows)
+    tts_true: bool = True  # the same with the reply spoken only (true mode: no text stream)
+    asr: bool = True  # speech (any voice) -> its transcript
+    s2s: bool = True  # dialogue: user speech -> the assistant's spoken answer (true mode)
+    s2s_guided: bool = True  # dialogue: user speech -> the answer as text and speech (text-guided mode)
+    s2t: bool = True  # dialogue: user speech -> the frozen LLM's own text answer
     max_speech: int = 400  # tokens (32 s); longer utterances are skipped
 
 
 def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split: str = "train") -> list[Example]:
-    """Task examples from token rows of one split. Dialogue pairs come from rows sharing a dialogue: each user
-    rendering (any voice, any emotion) with the dialogue's plain assistant answer, and control turns with the
-    controlled answer."""
+    """Task examples from token rows of one split. Alignment: every plain (neutral, uncontrolled) assistant
+    utterance is joe reading a text (tts); every utterance gives speech -> transcript (asr). Dialogue: each user
+    rendering (any voice, any emotion) with its dialogue's plain answer; a control turn with the controlled answer."""
     rows = [r for r in rows if r["split"] == split and 0 < len(r["speech_ids"]) <= cfg.max_speech]
     out: list[Example] = []
     for r in rows:
-        if cfg.t2s and r["turn"] == "assistant" and r.get("emotion", "neutral") == "neutral" and not r.get("control"):
-            out.append(Example("t2s", "T2S", [Turn("user", r["text"]), Turn("assistant", r["text"], r["speech_ids"])],
-                               split, r["key"], REPEAT_INSTRUCTION))
-        if cfg.s2t:
-            out.append(Example("s2t", "S2T", [Turn("user", None, r["speech_ids"]), Turn("assistant", r["text"])],
-                               split, r["key"], TRANSCRIBE_INSTRUCTION))
+        plain = r["turn"] == "assistant" and r.get("emotion", "neutral") == "neutral" and not r.get("control")
+        if plain and cfg.tts:
+            out.append(Example("tts", "tts", [ChatTurn("user", r["text"]),
+                                              ChatTurn("assistant", r["text"], r["speech_ids"])], split, r["key"]))
+        if plain and cfg.tts_true:
+            out.append(Example("tts_true", "tts", [ChatTurn("user", r["text"]),
+                                                   ChatTurn("assistant", None, r["speech_ids"])], split, r["key"]))
+        if cfg.asr:
+            out.append(Example("asr", "asr", [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", r["text"])],
+                               split, r["key"]))  # fmt: skip
     by_dialogue: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        if r.get("corpus") and not str(r["dialogue"]).startswith(("ans-", "turn-")):
-            by_dialogue.setdefault((r["corpus"], r["dialogue"]), []).append(r)
-    for (_, _), group in sorted(by_dialogue.items()):
-        users = [r for r in group if r["turn"] == "user"]
+        if not str(r["dialogue"]).startswith("turn-"):  # renderings are single sentences, not dialogues
+            by_dialogue.setdefault((r.get("corpus", ""), r["dialogue"]), []).append(r)
+    for _, group in sorted(by_dialogue.items()):
         answers = {("control" if r.get("control") else "plain"): r for r in group
                    if r["turn"] == "assistant" and (r.get("control") or r["id"].endswith(".a"))}  # fmt: skip
-        for u in users:
+        for u in (r for r in group if r["turn"] == "user"):
             a = answers.get("control" if u.get("control") else "plain")
             if a is None:
                 continue
+            pair = f"{u['key']}>{a['key']}"
+            user = ChatTurn("user", None, u["speech_ids"])
             if cfg.s2s:
-                text = a["text"] if cfg.guided else None
-                out.append(Example("s2s", "S2S", [Turn("user", None, u["speech_ids"]),
-                                                  Turn("assistant", text, a["speech_ids"])], split,
-                                   f"{u['key']}>{a['key']}"))  # fmt: skip
-            if cfg.s2t_dialogue:
-                out.append(Example("s2t_dialogue", "S2T", [Turn("user", None, u["speech_ids"]),
-                                                            Turn("assistant", a["text"])], split,
-                                   f"{u['key']}>{a['key']}"))  # fmt: skip
+                out.append(Example("s2s", "s2s", [user, ChatTurn("assistant", None, a["speech_ids"])], split, pair))
+            if cfg.s2s_guided:
+                out.append(Example("s2s_guided", "s2s", [user, ChatTurn("assistant", a["text"], a["speech_ids"])],
+                                   split, pair))  # fmt: skip
+            if cfg.s2t:
+                out.append(Example("s2t", "s2t", [user, ChatTurn("assistant", a["text"])], split, pair))
     return out
 
 
@@ -237,8 +226,9 @@ def summarize(examples: list[Example]) -> dict:
     speech = 0
     for e in examples:
         tasks[e.task] = tasks.get(e.task, 0) + 1
-        speech += sum(len(t.speech or ()) for t in e.turns)
-    return {"examples": len(examples), "tasks": tasks, "speech_tokens": speech, "speech_hours": speech / 12.5 / 3600}
+        speech += sum(len(t.speech or ()) for t in e.turns if t.role == "assistant")
+    return {"examples": len(examples), "tasks": tasks, "reply_speech_tokens": speech,
+            "reply_speech_hours": round(speech / 12.5 / 3600, 3)}
 
 
 # ---- CLI --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,374 @@
+"""Training recipe of the speech LM over `loop.train`: `vivavoce train lm --config configs/lm/stage1.yaml`.
+
+Stage 1 (text weights frozen) runs in one of two phases:
+- "cached": the speech embedding is frozen too (warm-started from aligned text embeddings), so the shared
+  layers' output is a fixed function of the data. It is computed once (and saved beside the run), and only the
+  speech branch and head train on it: no forward or backward pass through the 26 shared layers per step. Only
+  speech targets can teach anything here (text targets reach trainable weights only through the embedding).
+- "full": everything of stage 1 trains, speech embedding included, by back-propagation through the frozen
+  shared layers; text targets (asr, s2t) now teach the speech embedding.
+Stage 2 (`model.train_shared: true`): the shared layers get a trainable copy; text-only replay (t2t on the
+corpus's answers) keeps the text ability; the text perplexity on held-out answers is logged before and after.
+
+Examples are packed into rows of `row_tokens` positions (position ids restart per example, so attention stays
+within it: transformers builds the block-diagonal mask from the position ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vivavoce.errors import VivavoceError
+from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig
+from vivavoce.train.lm_data import Example, ExampleConfig, build_examples, load_tokens, summarize, tokenize_corpora
+from vivavoce.train.loop import LoopConfig, Recipe
+
+PHASES = ("cached", "full")
+
+
+@dataclass
+class LMTrainConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(out_dir="runs/lm/stage1", lr=1e-4, batch_size=4,
+                                                                 warmup=50, eval_every=100))  # fmt: skip
+    model: SpeechLMConfig = field(default_factory=SpeechLMConfig)
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    examples: ExampleConfig = field(default_factory=ExampleConfig)
+    tokens: str = "cache/lm/tokens.jsonl"  # token cache (`python -m vivavoce.train.lm_data tokenize`)
+    corpora: list[str] = field(default_factory=list)  # tokenised into `tokens` first if missing there
+    backbone: str = "smollm2"
+    stage: int = 1
+    phase: str = "cached"  # stage 1: "cached" (speech branch on cached shared states) | "full"
+    init_from: str = ""  # trainable weights to start from (e.g. the cached phase's model.safetensors)
+    warm_start: str = "aligned"  # speech embedding: "aligned" (text embeddings under each code) | "init" (model's)
+    row_tokens: int = 512  # packed row length
+    text_weight: float = 1.0  # weight of the text loss beside the speech loss (full phase, stage 2)
+    replay_weight: float = 1.0  # stage 2: weight of the text-only replay loss
+    dev_rows: int = 16  # packed dev rows scored at each evaluation
+    save_dtype: str = "float32"  # run checkpoints (exact resume); `export_checkpoint` writes the shipped bf16 copy
+
+
+# ---- warm start --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def aligned_embedding_table(rows: list[dict], text_embed: torch.Tensor, speech_vocab: int) -> torch.Tensor:
+    """Per code, the mean text embedding of the text tokens it co-occurs with under a uniform alignment (code i of
+    n in an utterance of m text tokens lies under token i*m/n), rescaled to the text embeddings' mean norm. Codes
+    never seen get the mean text embedding. No word timings exist, so uniform is the best cheap guess."""
+    H = text_embed.shape[1]
+    total = torch.zeros(speech_vocab, H, dtype=torch.float64)
+    count = torch.zeros(speech_vocab, dtype=torch.float64)
+    emb = text_embed.double()
+    for r in rows:
+        codes, text = r["speech_ids"], r["text_ids"]
+        if not codes or not text:
+            continue
+        j = ((torch.arange(len(codes)) + 0.5) * len(text) / len(codes)).long().clamp(max=len(text) - 1)
+        idx = torch.tensor(codes)
+        total.index_add_(0, idx, emb[torch.tensor(text)[j]])
+        count.index_add_(0, idx, torch.ones(len(codes), dtype=torch.float64))
+    mean = emb.mean(0)
+    table = torch.where(count[:, None] > 0, total / count.clamp(min=1)[:, None], mean)
+    norm = emb.norm(dim=1).mean()
+    return (table / table.norm(dim=1, keepdim=True).clamp(min=1e-8) * norm).float()
+
+
+# ---- packing -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rows:
+    """Packed rows (N, T): ids, targets, position ids (restarting at each example)."""
+
+    text_ids: torch.Tensor
+    speech_ids: torch.Tensor
+    text_targets: torch.Tensor
+    speech_targets: torch.Tensor
+    position_ids: torch.Tensor
+    examples: int
+
+    def __len__(self) -> int:
+        return self.text_ids.shape[0]
+
+    def take(self, idx) -> "Rows":
+        return Rows(self.text_ids[idx], self.speech_ids[idx], self.text_targets[idx], self.speech_targets[idx],
+                    self.position_ids[idx], 0)  # fmt: skip
+
+
+def pack(grids, row_tokens: int, seed: int = 0) -> Rows:
+    """First-fit-decreasing packing of grids into rows of `row_tokens`; longer grids are dropped. The rest of a
+    row is one more "sequence" of empty positions (NONE ids, no targets)."""
+    grids = [g for g in grids if len(g) <= row_tokens]
+    if not grids:
+        raise VivavoceError(f"no example fits in row_tokens={row_tokens}")
+    order = sorted(range(len(grids)), key=lambda i: (-len(grids[i]), i))
+    bins: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        n = len(grids[i])
+        for b, room in enumerate(free):
+            if room >= n:
+                bins[b].append(i)
+                free[b] -= n
+                break
+        else:
+            bins.append([i])
+            free.append(row_tokens - n)
+    random.Random(seed).shuffle(bins)
+    N = len(bins)
+    out = [torch.full((N, row_tokens), v, dtype=torch.long) for v in (NONE, NONE, IGNORE, IGNORE, 0)]
+    for r, members in enumerate(bins):
+        p = 0
+        for i in members:
+            g, n = grids[i], len(grids[i])
+            for t, values in enumerate((g.text_ids, g.speech_ids, g.text_targets, g.speech_targets)):
+                out[t][r, p : p + n] = torch.tensor(values)
+            out[4][r, p : p + n] = torch.arange(n)
+            p += n
+        out[4][r, p:] = torch.arange(row_tokens - p)
+    return Rows(*out, examples=len(grids))
+
+
+# ---- recipe ------------------------------------------------------------------------------------------------------
+
+
+def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), targets)
+
+
+class LMRecipe(Recipe):
+    kind = "speechlm"
+
+    def __init__(self, cfg: LMTrainConfig, backbone=None, log=print):
+        if cfg.stage not in (1, 2):
+            raise VivavoceError(f"stage must be 1 or 2, not {cfg.stage}")
+        if cfg.phase not in PHASES:
+            raise VivavoceError(f"phase must be one of {', '.join(PHASES)}, not {cfg.phase!r}")
+        if cfg.stage == 2 and not cfg.model.train_shared:
+            raise VivavoceError("stage 2 trains the shared layers: set model.train_shared: true")
+        if cfg.stage == 1 and cfg.model.train_shared:
+            raise VivavoceError("stage 1 keeps the shared layers frozen: set model.train_shared: false")
+        self.cfg, self.log = cfg, log
+        self.cached = cfg.stage == 1 and cfg.phase == "cached"
+        if cfg.corpora:
+            rows = tokenize_corpora(cfg.corpora, cfg.tokens, log=log)
+        else:
+            rows = load_tokens(cfg.tokens)
+        if backbone is None:
+            from vivavoce.model.backbone import BackboneConfig, load_backbone
+
+            backbone = load_backbone(BackboneConfig(source=cfg.backbone))
+        self.model = SpeechLM(backbone, cfg.model)
+        if cfg.init_from:
+            self._init_from(cfg.init_from)
+        elif cfg.warm_start == "aligned":
+            train_rows = [r for r in rows if r["split"] == "train"]
+            self.model.warm_start_speech_embedding(
+                aligned_embedding_table(train_rows, self.model.text_embed.weight, cfg.model.speech_vocab),
+                torch.arange(cfg.model.speech_vocab))  # fmt: skip
+        elif cfg.warm_start != "init":
+            raise VivavoceError(f"warm_start must be aligned|init, not {cfg.warm_start!r}")
+        if self.cached:
+            self.model.speech_embed.weight.requires_grad_(False)
+        self.processor = SpeechLMProcessor(backbone.tokenizer, cfg.model, cfg.processor)
+        ex_cfg = cfg.examples
+        if self.cached:  # text targets cannot reach a trainable weight here: leave the text-only tasks out
+            ex_cfg = ExampleConfig(**{**asdict(ex_cfg), "asr": False, "s2t": False})
+        train_ex = build_examples(rows, ex_cfg, "train")
+        dev_ex = build_examples(rows, ex_cfg, "dev")
+        if not train_ex or not dev_ex:
+            raise VivavoceError(f"{cfg.tokens}: no training or no dev examples (tokenise a corpus with both splits)")
+        log(f"train {json.dumps(summarize(train_ex))}\ndev {json.dumps(summarize(dev_ex))}")
+        self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed)
+        self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed).take(slice(0, cfg.dev_rows))
+        log(f"packed {self.train_rows.examples} examples into {len(self.train_rows)} rows of {cfg.row_tokens}; "
+            f"dev {len(self.dev_rows)} rows")  # fmt: skip
+        self.replay = self.replay_dev = None
+        if cfg.stage == 2:
+            t2t = lambda split: [Example("t2t", "t2t", [ChatTurn("user", r["text"]),  # noqa: E731
+                                                        ChatTurn("assistant", a["text"])], split)
+                                 for r, a in _dialogue_pairs(rows, split)]  # fmt: skip
+            self.replay = pack(self._grids(t2t("train")), cfg.row_tokens, cfg.loop.seed)
+            self.replay_dev = pack(self._grids(t2t("dev") + t2t("test")), cfg.row_tokens, cfg.loop.seed)
+            before = math.exp(self.held_out_text_loss())
+            log(f"held-out text perplexity before stage 2: {before:.3f}")
+            (Path(cfg.loop.out_dir)).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.loop.out_dir) / "text_ppl_before.json").write_text(json.dumps({"text_ppl": before}))
+        self.hidden = self.dev_hidden = None
+        if self.cached:
+            self.hidden = self._cached_hidden(self.train_rows, "train")
+            self.dev_hidden = self._cached_hidden(self.dev_rows, "dev")
+        self.device = "cpu"
+
+    def _init_from(self, path: str) -> None:
+        """Start from another run's trainable weights: the same model, or stage 1's for stage 2 (the shared layers'
+        trainable copy then starts from the backbone's)."""
+        from vivavoce.model.speechlm import read_checkpoint
+
+        config, state = read_checkpoint(path)
+        if {**asdict(config), "train_shared": None} != {**asdict(self.model.config), "train_shared": None}:
+            raise VivavoceError(f"{path}: made for {config}, not {self.model.config}")
+        own = self.model.trainable_state_dict()
+        missing = sorted(k for k in own if k not in state and not k.startswith("shared_layers."))
+        if missing:
+            raise VivavoceError(f"{path}: lacks {len(missing)} weights (first: {missing[0]})")
+        with torch.no_grad():
+            for name, module in self.model.trainable_modules().items():
+                sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+                if sub:
+                    module.load_state_dict({k: v.to(own[f"{name}.{k}"].dtype) for k, v in sub.items()})
+        self.log(f"started from {path}")
+
+    def _grids(self, examples: list[Example]):
+        return [self.processor.encode(e.turns, mode=e.mode) for e in examples]
+
+    # ---- the shared layers' output, once -------------------------------------------------------------------------
+
+    def _cached_hidden(self, rows: Rows, name: str) -> torch.Tensor:
+        """Shared-layer states of every row (bf16 to halve memory), saved as safetensors in the run folder and
+        keyed by the data and the speech embedding, so a resumed run reads them instead of recomputing."""
+        from safetensors.torch import load_file, save_file
+
+        h = hashlib.sha1()
+        for t in (rows.text_ids, rows.speech_ids, rows.position_ids, self.model.speech_embed.weight.detach()):
+            h.update(t.contiguous().float().numpy().tobytes())
+        h.update(f"{self.model.num_shared}".encode())
+        path = Path(self.cfg.loop.out_dir) / f"hidden-{name}-{h.hexdigest()[:12]}.safetensors"
+        if path.is_file():
+            self.log(f"reading cached shared-layer states {path}")
+            return load_file(str(path))["hidden"]
+        out = torch.empty(len(rows), rows.text_ids.shape[1], self.model.hidden_size, dtype=torch.bfloat16)
+        from tqdm import tqdm
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.loop.bf16):
+            for i in tqdm(range(len(rows)), desc=f"shared states ({name})", mininterval=5):
+                out[i] = self.model.shared_hidden(rows.text_ids[i : i + 1], rows.speech_ids[i : i + 1],
+                                                  position_ids=rows.position_ids[i : i + 1])[0].to(torch.bfloat16)  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"hidden": out}, str(tmp))
+        tmp.replace(path)
+        return out
+
+    # ---- losses ---------------------------------------------------------------------------------------------------
+
+    def _losses(self, rows: Rows, hidden: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        dev = self.device
+        pos = rows.position_ids.to(dev)
+        st, tt = rows.speech_targets.to(dev), rows.text_targets.to(dev)
+        smask, tmask = st != IGNORE, tt != IGNORE
+        want_text = not self.cached and bool(tmask.any())
+        if hidden is None:
+            hidden = self.model.shared_hidden(rows.text_ids.to(dev), rows.speech_ids.to(dev), position_ids=pos)
+        else:
+            hidden = hidden.to(dev, torch.float32)
+        th, sh = self.model.branches_from_hidden(hidden, position_ids=pos, text=want_text, speech=bool(smask.any()))
+        out: dict[str, torch.Tensor] = {}
+        loss = torch.zeros((), device=dev)
+        if sh is not None:
+            logits = self.model.speech_head(sh[smask])
+            out["speech"] = _ce(logits, st[smask])
+            out["speech_acc"] = (logits.argmax(-1) == st[smask]).float().mean().detach()
+            loss = loss + out["speech"]
+        if th is not None:
+            out["text"] = _ce(self.model.text_head(th[tmask]), tt[tmask])
+            loss = loss + self.cfg.text_weight * out["text"]
+        out["loss"] = loss
+        return out
+
+    def _text_loss(self, rows: Rows) -> torch.Tensor:
+        dev = self.device
+        pos, tt = rows.position_ids.to(dev), rows.text_targets.to(dev)
+        hidden = self.model.shared_hidden(rows.text_ids.to(dev), rows.speech_ids.to(dev), position_ids=pos)
+        th, _ = self.model.branches_from_hidden(hidden, position_ids=pos, speech=False)
+        mask = tt != IGNORE
+        return _ce(self.model.text_head(th[mask]), tt[mask])
+
+    def step_losses(self, rng: random.Random) -> dict[str, torch.Tensor]:
+        idx = [rng.randrange(len(self.train_rows)) for _ in range(self.cfg.loop.batch_size)]
+        out = self._losses(self.train_rows.take(idx), self.hidden[idx] if self.cached else None)
+        if self.replay is not None:
+            ridx = [rng.randrange(len(self.replay)) for _ in range(max(1, self.cfg.loop.batch_size // 2))]
+            out["replay"] = self._text_loss(self.replay.take(ridx))
+            out["loss"] = out["loss"] + self.cfg.replay_weight * out["replay"]
+        return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
+
+    def eval_losses(self) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        n = len(self.dev_rows)
+        for i in range(0, n, self.cfg.loop.batch_size):
+            sl = slice(i, min(n, i + self.cfg.loop.batch_size))
+            part = self._losses(self.dev_rows.take(sl), self.dev_hidden[sl] if self.cached else None)
+            w = (sl.stop - sl.start) / n
+            for k, v in part.items():
+                if k != "loss":
+                    sums[k] = sums.get(k, 0.0) + float(v) * w
+        if self.replay_dev is not None:
+            sums["text_ppl"] = math.exp(self.held_out_text_loss())
+        return sums
+
+    @torch.no_grad()
+    def held_out_text_loss(self) -> float:
+        """Mean text loss of the backbone path on held-out answers (t2t, dev+test): stage 2's perplexity check."""
+        rows = self.replay_dev if self.replay_dev is not None else None
+        if rows is None:
+            return float("nan")
+        total = 0.0
+        for i in range(len(rows)):
+            total += float(self._text_loss(rows.take(slice(i, i + 1))))
+        return total / len(rows)
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------------
+
+    def to(self, device: str) -> None:
+        self.model.to(device)
+        self.device = device
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save(self, path: Path, step: int) -> None:
+        dtype = {"bfloat16": torch.bfloat16, "float32": None}.get(self.cfg.save_dtype)
+        self.model.save_trainable(path, dtype=dtype, extra={"step": step, "stage": self.cfg.stage,
+                                                            "phase": self.cfg.phase,
+                                                            "processor": asdict(self.processor.config)})  # fmt: skip
+
+    def load(self, path: Path) -> None:
+        self.model.load_trainable(path)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, dtype: str = "bfloat16") -> Path:
+    """A run's trainable weights re-stored (bf16 by default) with the same metadata: the file to ship."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    to = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.to(to).contiguous() for k, v in state.items()}, str(dst), metadata=meta)
+    return dst
+
+
+def _dialogue_pairs(rows: list[dict], split: str) -> list[tuple[dict, dict]]:
+    """(user row, plain answer row) per dialogue of `split`: the first user rendering of each."""
+    by: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        if r["split"] == split and not r.get("control") and not str(r["dialogue"]).startswith("turn-"):
+            d = by.setdefault(r["dialogue"], {})
+            if r["turn"] == "assistant" and r["id"].endswith(".a"):
+                d["a"] = r
+            elif r["turn"] == "user":
+                d.setdefault("u", r)
+    return [(d["u"], d["a"]) for _, d in sorted(by.items()) if "u" in d and "a" in d]
