@@ -1,0 +1,255 @@
+"""Speech-LM training: token cache and task examples from real speech, packing, stage-1 steps (loss falls, text
+weights untouched), resume after a kill, checkpoint round trip, bad config / manifest -> one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vivavoce.errors import VivavoceError
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM
+from vivavoce.train.lm_data import build_examples, corpus_rows, load_tokens, tokenize_corpora
+from vivavoce.train.lm_recipe import LMRecipe, LMTrainConfig, export_checkpoint, pack
+from vivavoce.train.loop import LoopConfig
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+# (dialogue, split, user question, assistant answer): spoken by two espeak-ng voices (user) and one (assistant)
+DIALOGUES = [
+    ("d1", "train", "What is the capital of France?", "The capital of France is Paris."),
+    ("d2", "train", "How many legs does a spider have?", "A spider has eight legs."),
+    ("d3", "dev", "What colour is the sky?", "The sky is blue on a clear day."),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A corpus-shaped folder (`vivavoce data` layout) of real speech: 3 dialogues, 9 utterances."""
+    from vivavoce.audio.io import resample, write_audio
+    from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
+
+    root = tmp_path_factory.mktemp("lmcorpus") / "mini"
+    rows = []
+    for dialogue, split, question, answer in DIALOGUES:
+        for uid, turn, text, voice in ((f"{dialogue}.u0", "user", question, "en-gb+f3"),
+                                       (f"{dialogue}.u1", "user", question, "en-us+m2"),
+                                       (f"{dialogue}.a", "assistant", answer, "en-us")):  # fmt: skip
+            audio, rate = espeak_synthesize(text, EspeakSettings(voice, 170, 50))
+            rel = f"audio/16k/{split}/{uid}.flac"
+            write_audio(root / rel, resample(audio, rate, 16000), 16000)
+            rows.append(dict(id=uid, dialogue=dialogue, turn=turn, prompt_id=dialogue, split=split, text=text,
+                             voice=voice, emotion="neutral", control=None, audio_16k=rel, phonemes="x"))  # fmt: skip
+    (root / "manifests").mkdir()
+    (root / "manifests" / "all-shard-0-of-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def codec():
+    from vivavoce.codec import Codec
+
+    return Codec.load()
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus, codec, backbone, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lmtokens") / "tokens.jsonl"
+    tokenize_corpora([corpus], path, codec=codec, tokenizer=backbone.tokenizer, log=lambda m: None)
+    return path
+
+
+def _cfg(tokens, out, **kw) -> LMTrainConfig:
+    loop = LoopConfig(out_dir=str(out), batch_size=2, lr=1e-3, warmup=1, steps=8, checkpoint_every=2, eval_every=4,
+                      log_every=1, bf16=False, threads=1)  # fmt: skip
+    return LMTrainConfig(tokens=str(tokens), row_tokens=256, dev_rows=4, loop=loop, **kw)
+
+
+def test_token_cache_and_examples(tokens, corpus, backbone):
+    rows = load_tokens(tokens)
+    assert len(rows) == 9 and {r["key"].split("/")[0] for r in rows} == {"mini"}
+    for r in rows:
+        secs = r["speech_ids"] and len(r["speech_ids"]) / 12.5
+        assert 0.8 < secs < 6 and all(0 <= i < 1024 for i in r["speech_ids"])
+        assert backbone.tokenizer.decode(r["text_ids"]) == r["text"]
+    # a second run finds everything cached and appends nothing
+    size = tokens.stat().st_size
+    assert len(tokenize_corpora([corpus], tokens, codec=object(), tokenizer=object(), log=lambda m: None)) == 9
+    assert tokens.stat().st_size == size
+    train = build_examples(rows, split="train")
+    tasks = sorted(e.task for e in train)
+    # 2 plain answers -> tts, tts_true; 6 utterances -> asr; 4 user renderings -> s2s, s2s_guided, s2t
+    assert tasks == sorted(["tts"] * 2 + ["tts_true"] * 2 + ["asr"] * 6 + ["s2s"] * 4 + ["s2s_guided"] * 4 + ["s2t"] * 4)
+    assert all(e.split == "train" for e in train) and len(build_examples(rows, split="dev")) == 11
+    guided = next(e for e in train if e.task == "s2s_guided")
+    answer = next(r for r in rows if r["id"] == "d1.a")
+    assert guided.turns[1].text == answer["text"] and guided.turns[1].speech == answer["speech_ids"]
+
+
+def test_grid_targets_and_packing(tokens, backbone):
+    from vivavoce.model.processor import SpeechLMProcessor
+
+    rows = load_tokens(tokens)
+    model = SpeechLM(backbone)
+    proc = SpeechLMProcessor(backbone.tokenizer, model.config)
+    examples = build_examples(rows, split="train")
+    grids = [proc.encode(e.turns, mode=e.mode) for e in examples]
+    for e, g in zip(examples, grids):
+        reply = e.turns[1]
+        n_speech = sum(t != IGNORE for t in g.speech_targets)
+        n_text = sum(t != IGNORE for t in g.text_targets)
+        assert n_speech == (len(reply.speech) + 2 if reply.speech else 0)  # S, codes, E
+        assert (n_text > 0) == (reply.text is not None)
+    packed = pack(grids, 256)
+    assert packed.text_ids.shape == (len(packed), 256) and packed.examples == len(grids)
+    assert int((packed.speech_targets != IGNORE).sum()) == sum(sum(t != IGNORE for t in g.speech_targets) for g in grids)
+    assert int((packed.position_ids == 0).sum()) >= len(grids)  # every example restarts its positions
+    # attention stays inside an example: its states in a packed row equal its states alone
+    row = 0
+    starts = (packed.position_ids[row] == 0).nonzero().flatten().tolist()
+    a, b = starts[1], starts[2] if len(starts) > 2 else 256
+    with torch.no_grad():
+        h_row = model.shared_hidden(packed.text_ids[:1], packed.speech_ids[:1], position_ids=packed.position_ids[:1])
+        h_one = model.shared_hidden(packed.text_ids[:1, a:b], packed.speech_ids[:1, a:b])
+    assert torch.allclose(h_row[0, a:b], h_one[0], atol=1e-4)
+
+
+def _text_weights(backbone) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("phase", ["cached", "full"])
+def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_path, phase):
+    import random
+
+    before = _text_weights(backbone)
+    recipe = LMRecipe(_cfg(tokens, tmp_path / phase, phase=phase), backbone=backbone, log=lambda m: None)
+    embed0 = recipe.model.speech_embed.weight.detach().clone()
+    assert {p.data_ptr() for p in recipe.parameters()}.isdisjoint(p.data_ptr() for p in backbone.model.parameters())
+    opt = torch.optim.AdamW(recipe.parameters(), lr=1e-3)
+    fixed = random.Random(0)
+    state = fixed.getstate()
+    losses = []
+    for _ in range(6 if phase == "cached" else 4):
+        fixed.setstate(state)  # the same batch each step: the loss on it must fall
+        out = recipe.step_losses(fixed)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < losses[0] - 0.3, losses
+    if phase == "full":
+        assert "text" in out  # asr / s2t targets reach the speech embedding here
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(recipe.model.speech_embed.weight, embed0) == (phase == "cached")
+    dev = recipe.eval_losses()
+    assert set(dev) >= {"speech", "speech_acc"} and all(v == v for v in dev.values())
+
+
+def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
+    recipe = LMRecipe(_cfg(tokens, tmp_path / "rt", phase="full"), backbone=backbone, log=lambda m: None)
+    with torch.no_grad():
+        recipe.model.speech_head.weight.add_(0.5)
+    recipe.save(tmp_path / "m.safetensors", step=3)
+    loaded = SpeechLM.load(tmp_path / "m.safetensors", backbone)
+    own = recipe.model.trainable_state_dict()
+    assert all(torch.equal(own[k], v) for k, v in loaded.trainable_state_dict().items())
+    small = export_checkpoint(tmp_path / "m.safetensors", tmp_path / "ship.safetensors")
+    assert small.stat().st_size < 0.55 * (tmp_path / "m.safetensors").stat().st_size
+    shipped = SpeechLM.load(small, backbone)
+    assert torch.allclose(shipped.speech_head.weight, own["speech_head.weight"], atol=0.02)
+    from vivavoce.model.speechlm import checkpoint_metadata
+
+    assert checkpoint_metadata(small)["processor"]["guided_delay"] == recipe.processor.config.guided_delay
+
+
+def _state(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_training_resumes_after_kill(tokens, tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    cfg = {"tokens": str(tokens), "row_tokens": 256, "dev_rows": 2,
+           "loop": {"out_dir": str(run), "steps": 40, "batch_size": 1, "checkpoint_every": 1, "eval_every": 3,
+                    "log_every": 1, "bf16": False, "threads": 1}}  # fmt: skip
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "vivavoce.cli", "--threads", "1", "train", "lm", "--config", str(path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while (_state(run) is None or _state(run)["step"] < 2) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = _state(run)
+    assert killed is not None and killed["step"] >= 2, proc.stdout.read()
+    assert list(run.glob("hidden-train-*.safetensors"))  # the shared-layer states were saved for the resume
+    target = killed["step"] + 3
+    done = subprocess.run(cmd + ["--steps", str(target)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming speechlm from step {killed['step']}" in done.stdout
+    assert "reading cached shared-layer states" in done.stdout + done.stderr
+    assert _state(run)["step"] == target
+    logged = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    assert logged[-1] == target and killed["step"] + 1 in logged
+    assert (run / "eval.csv").is_file() and (run / "loss.png").stat().st_size > 1000
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "vivavoce.cli", "--threads", "1", *args], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [("phase: cahced\n", "phase must be one of"), ("stage: 1\nbogus_key: 3\n", "unknown config keys"),
+     ("tokens: /nonexistent/tokens.jsonl\n", "no token cache"), ("- a list\n", "mapping")],
+)  # fmt: skip
+def test_bad_config_is_one_line(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    run = _cli("train", "lm", "--config", str(path), "--out", str(tmp_path / "run"))
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_bad_manifests(tmp_path, corpus):
+    with pytest.raises(VivavoceError, match="no manifests"):
+        corpus_rows(tmp_path)
+    bad = tmp_path / "bad"
+    (bad / "manifests").mkdir(parents=True)
+    row = json.loads((corpus / "manifests" / "all-shard-0-of-1.jsonl").read_text().splitlines()[0])
+    (bad / "manifests" / "x.jsonl").write_text(json.dumps({**row, "turn": "robot"}) + "\n")
+    with pytest.raises(VivavoceError, match="turn 'robot'"):
+        corpus_rows(bad)
+    (bad / "manifests" / "x.jsonl").write_text("{not json\n")
+    with pytest.raises(VivavoceError, match="not JSON"):
+        corpus_rows(bad)
+    empty = tmp_path / "tokens.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(VivavoceError, match="no tokenised"):
+        load_tokens(empty)
