@@ -16,6 +16,7 @@ LM adds the speech branch. Both branches keep their own KV slots.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -40,12 +41,14 @@ def _linear(weight: torch.Tensor, dtype: str):
         return lambda x: F.linear(x, w)
     if dtype == "bfloat16":
         w = w.to(torch.bfloat16).contiguous()
-        return lambda x: F.linear(x, w)
+        return lambda x: F.linear(x.to(torch.bfloat16), w)
     scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-    q = torch.quantize_per_channel(w, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-    packed = torch.ops.quantized.linear_prepack(q, None)
+    with warnings.catch_warnings():  # quantized tensors are deprecated in name, still the fast CPU int8 path
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(q, None)
     op = torch.ops.quantized.linear_dynamic
-    return lambda x: op(x, packed, True)  # reduce_range: fbgemm's int16 accumulation cannot overflow
+    return lambda x: op(x, packed, True)  # reduce_range: without it fbgemm's int16 sums overflow (garbage)
 
 
 class _Layer:
@@ -97,7 +100,9 @@ class _Branch:
         act = torch.bfloat16 if dtype == "bfloat16" else torch.float32
         if norm is not None:
             self.norm, self.eps = norm.weight.detach().to(act), norm.variance_epsilon
-            self.head = _linear(head.weight, dtype)
+            # Heads stay bf16 under int8: their argmax decides the tokens (and the end of text), and int8
+            # activations there flipped near-ties such as "." vs <|im_end|>.
+            self.head = _linear(head.weight, "bfloat16" if dtype == "int8" else dtype)
 
     def hidden(self, x, pos, cos, sin, mask):
         for layer in self.layers:
