@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from vivavoce.errors import VivavoceError
 
 DTYPES = ("float32", "bfloat16", "int8")
+RESCORE = 16  # int8 head: candidates re-scored exactly
 
 
 @dataclass
@@ -100,9 +101,10 @@ class _Branch:
         act = torch.bfloat16 if dtype == "bfloat16" else torch.float32
         if norm is not None:
             self.norm, self.eps = norm.weight.detach().to(act), norm.variance_epsilon
-            # Heads stay bf16 under int8: their argmax decides the tokens (and the end of text), and int8
-            # activations there flipped near-ties such as "." vs <|im_end|>.
-            self.head = _linear(head.weight, "bfloat16" if dtype == "int8" else dtype)
+            self.head = _linear(head.weight, dtype)
+            # Under int8 the head's top candidates are re-scored exactly (fp32 rows of the original weight): int8
+            # logits alone flipped near-ties such as "." vs <|im_end|>; a few exact dot products cost nothing.
+            self.exact = head.weight.detach() if dtype == "int8" else None
 
     def hidden(self, x, pos, cos, sin, mask):
         for layer in self.layers:
@@ -110,7 +112,12 @@ class _Branch:
         return x
 
     def logits(self, x):
-        return self.head(F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)).float()
+        h = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
+        out = self.head(h).float()
+        if self.exact is not None:
+            top = out[0].topk(RESCORE).indices
+            out[0, top] = self.exact[top] @ h[0].float()
+        return out
 
 
 def _layers_norm_head(branch, cfg, config):
