@@ -325,3 +325,13 @@ def test_engine_streams_audio_with_a_random_checkpoint(model, question_16k, tmp_
     assert true.text == "" and true.audio.size > 0
     with pytest.raises(VivavoceError, match="no speech"):
         list(engine.respond(np.zeros(16000, dtype=np.float32)))
+    # Streaming input: 80 ms pieces are encoded and pre-filled as they come; the answer needs only the rest.
+    live = engine.live_turn()
+    for i in range(0, question_16k.size, 1280):
+        live.push(question_16k[i : i + 1280])
+    streamed = live.tokens
+    assert streamed >= len(engine.codec.encode(question_16k)) - 1
+    answer = collect(live.answer(ResponseOptions(mode="true")))
+    assert answer.audio.size > 0 and live.tokens == len(engine.codec.encode(question_16k))
+    assert engine._lock.acquire(timeout=1)  # the live turn let go of the engine
+    engine._lock.release()

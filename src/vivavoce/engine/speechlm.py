@@ -70,6 +70,14 @@ class SpeechLMEngine:
         self.session = SpeechSession(self.model, self.processor, decoder, mode="s2s", keep_text_cache=False)
         self.voice = np.asarray(meta["voice_dvector"], dtype=np.float32) if "voice_dvector" in meta else None
         self._lock = threading.Lock()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One tiny answer, so that the first user does not pay for lazy kernel set-up."""
+        self.session.push([0] * 4)
+        list(self.session.respond(GenerationConfig(mode="guided", max_speech_tokens=2, max_text_tokens=2,
+                                                   min_speech_tokens=0)))  # fmt: skip
+        self.session.reset()
 
     def _voice(self) -> np.ndarray:
         """The assistant's voice (d-vector): from the checkpoint, else Piper's joe (the corpus's assistant voice),
@@ -101,30 +109,74 @@ class SpeechLMEngine:
         if speech.size == 0:
             raise VivavoceError("no speech found in the input")
         ids = self.codec.encode(speech)
-        gen = self._generation(options)
-        stream = self.codec.decode_stream(self._voice(), speed=options.speed, chunk=self.config.decode_chunk)
         with self._lock:
             self.session.reset()
             self.session.push(ids)
-            text: list[int] = []
-            sent = ""
-            for kind, token in self.session.respond(gen):
-                if kind == "text":
-                    text.append(token)
-                    piece = self.processor.decode_text(text)
-                    if not piece.endswith("\ufffd") and len(piece) > len(sent):
-                        yield TextDelta(piece[len(sent) :])
-                        sent = piece
-                else:
-                    pcm = stream.push([token])
-                    if pcm.size:
-                        yield AudioChunk(pcm.astype(np.float32), self.sample_rate)
-            pcm = stream.flush()
-            if pcm.size:
-                yield AudioChunk(pcm.astype(np.float32), self.sample_rate)
+            yield from self._answer(options)
+
+    def live_turn(self) -> "LiveTurn":
+        """Streaming input: push the user's audio as it arrives (its tokens are pre-filled at once), then answer.
+        One live turn at a time per engine; `answer()` or `close()` ends it."""
+        return LiveTurn(self)
+
+    def _answer(self, options: ResponseOptions) -> Iterator[TextDelta | AudioChunk]:
+        """The reply to the user turn open in the session (the caller holds the lock)."""
+        stream = self.codec.decode_stream(self._voice(), speed=options.speed, chunk=self.config.decode_chunk)
+        text: list[int] = []
+        sent = ""
+        for kind, token in self.session.respond(self._generation(options)):
+            if kind == "text":
+                text.append(token)
+                piece = self.processor.decode_text(text)
+                if not piece.endswith("\ufffd") and len(piece) > len(sent):  # never half a character
+                    yield TextDelta(piece[len(sent) :])
+                    sent = piece
+            else:
+                pcm = stream.push([token])
+                if pcm.size:
+                    yield AudioChunk(pcm.astype(np.float32), self.sample_rate)
+        pcm = stream.flush()
+        if pcm.size:
+            yield AudioChunk(pcm.astype(np.float32), self.sample_rate)
 
     def _generation(self, options: ResponseOptions) -> GenerationConfig:
         from dataclasses import replace
 
         mode = getattr(options, "mode", None) or self.config.mode
         return replace(self.config.generation, mode=mode, max_text_tokens=options.max_answer_tokens)
+
+
+class LiveTurn:
+    """A user turn fed while it is spoken: 16 kHz audio → streaming codec encoder → tokens pre-filled into the
+    speech LM, so that at the end of the turn only the last few tokens remain to be computed."""
+
+    def __init__(self, engine: SpeechLMEngine):
+        self.engine = engine
+        engine._lock.acquire()
+        self._held = True
+        engine.session.reset()
+        self.encoder = engine.codec.encode_stream()
+        self.tokens = 0
+
+    def push(self, audio16k: np.ndarray) -> None:
+        ids = self.encoder.push(np.asarray(audio16k, dtype=np.float32).reshape(-1))
+        if len(ids):
+            self.engine.session.push(ids)
+            self.tokens += len(ids)
+
+    def answer(self, options: ResponseOptions | None = None) -> Iterator[TextDelta | AudioChunk]:
+        try:
+            ids = self.encoder.flush()
+            if len(ids):
+                self.engine.session.push(ids)
+                self.tokens += len(ids)
+            if self.tokens == 0:
+                raise VivavoceError("no speech was pushed before the answer")
+            yield from self.engine._answer(options or ResponseOptions())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            self.engine._lock.release()
