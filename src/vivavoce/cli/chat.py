@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-ENGINES = ("cascade",)
+ENGINES = ("cascade", "speechlm")
+DEFAULT_ENGINE = "cascade"  # "speechlm" once its answers are good enough (the lead's call)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("chat", help="answer a spoken question (audio file) with a spoken answer")
     p.add_argument("input", help="the question: WAV/FLAC/OGG/MP3")
     p.add_argument("-o", "--output", default="answer.wav", help="where to write the answer (.wav or .flac)")
-    p.add_argument("--engine", choices=ENGINES, default="cascade")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
+    p.add_argument("--mode", choices=("true", "guided"), default=None,
+                   help="speechlm only: speech-only answer (true) or text-guided speech (guided, its default)")
     p.add_argument("--speed", type=float, default=1.0, help="speaking rate factor (>1 faster)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest input accepted")
     p.add_argument("--max-answer-tokens", type=int, default=60)
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise VivavoceError(f"--speed {args.speed} is outside 0.5..2.0")
     audio = read_audio(args.input, INPUT_RATE, AudioLimits(max_seconds=args.max_seconds))
     engine = load_engine(args.engine)
-    options = ResponseOptions(speed=args.speed, max_answer_tokens=args.max_answer_tokens)
+    options = ResponseOptions(speed=args.speed, max_answer_tokens=args.max_answer_tokens, mode=args.mode)
     response = collect(engine.respond(audio, [], options))
     if response.audio.size == 0:
         raise VivavoceError(f"{args.input}: the engine produced no spoken answer")

@@ -11,7 +11,7 @@ _lock = threading.Lock()
 
 
 def available() -> list[str]:
-    return ["cascade"]
+    return ["cascade", "speechlm"]
 
 
 def load_engine(name: str = "cascade"):
@@ -21,6 +21,10 @@ def load_engine(name: str = "cascade"):
                 from vivavoce.engine.cascade import CascadeEngine
 
                 _engines[name] = CascadeEngine()
+            elif name == "speechlm":
+                from vivavoce.engine.speechlm import SpeechLMEngine
+
+                _engines[name] = SpeechLMEngine()
             else:
                 raise VivavoceError(f"unknown engine {name!r}; choose from {', '.join(available())}")
         return _engines[name]

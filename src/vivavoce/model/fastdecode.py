@@ -16,6 +16,7 @@ LM adds the speech branch. Both branches keep their own KV slots.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from vivavoce.errors import VivavoceError
 
 DTYPES = ("float32", "bfloat16", "int8")
+RESCORE = 16  # int8 head: candidates re-scored exactly
 
 
 @dataclass
@@ -40,12 +42,14 @@ def _linear(weight: torch.Tensor, dtype: str):
         return lambda x: F.linear(x, w)
     if dtype == "bfloat16":
         w = w.to(torch.bfloat16).contiguous()
-        return lambda x: F.linear(x, w)
+        return lambda x: F.linear(x.to(torch.bfloat16), w)
     scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-    q = torch.quantize_per_channel(w, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-    packed = torch.ops.quantized.linear_prepack(q, None)
+    with warnings.catch_warnings():  # quantized tensors are deprecated in name, still the fast CPU int8 path
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(q, None)
     op = torch.ops.quantized.linear_dynamic
-    return lambda x: op(x, packed, True)  # reduce_range: fbgemm's int16 accumulation cannot overflow
+    return lambda x: op(x, packed, True)  # reduce_range: without it fbgemm's int16 sums overflow (garbage)
 
 
 class _Layer:
@@ -98,6 +102,9 @@ class _Branch:
         if norm is not None:
             self.norm, self.eps = norm.weight.detach().to(act), norm.variance_epsilon
             self.head = _linear(head.weight, dtype)
+            # Under int8 the head's top candidates are re-scored exactly (fp32 rows of the original weight): int8
+            # logits alone flipped near-ties such as "." vs <|im_end|>; a few exact dot products cost nothing.
+            self.exact = head.weight.detach() if dtype == "int8" else None
 
     def hidden(self, x, pos, cos, sin, mask):
         for layer in self.layers:
@@ -105,7 +112,12 @@ class _Branch:
         return x
 
     def logits(self, x):
-        return self.head(F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)).float()
+        h = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
+        out = self.head(h).float()
+        if self.exact is not None:
+            top = out[0].topk(RESCORE).indices
+            out[0, top] = self.exact[top] @ h[0].float()
+        return out
 
 
 def _layers_norm_head(branch, cfg, config):

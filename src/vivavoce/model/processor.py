@@ -11,8 +11,8 @@ Layout (ChatML; `·` = NONE, no token in that stream; S/E = start/end of speech)
   is not placed; an alignment task puts it in the assistant's reply instead).
 - A spoken assistant reply without text ("true" mode): the same, speech only.
 - A spoken assistant reply with text ("text-guided"): the text tokens fill the text stream from the reply's first
-  position; the speech span starts `guided_delay` positions later and runs on, the text stream empty once the text
-  is done. Text leads: speech is ~4 positions a word, text one, so the text is soon far ahead of the speech.
+  position; the speech span starts `guided_delay` positions later (or right after a shorter text) and runs on, the
+  text stream empty once the text is done. Text leads: speech is ~4 positions a word, text one, so the text is soon far ahead of the speech.
 
 Targets (what the position's logits should predict; IGNORE elsewhere), only in trained turns (assistant by default):
 text targets for a text reply's tokens and its <|im_end|>; for a guided reply's text tokens, and <|im_end|> after
@@ -64,7 +64,7 @@ class ChatTurn:
 
 @dataclass
 class ProcessorConfig:
-    guided_delay: int = 4  # positions from a guided reply's first text token to its S
+    guided_delay: int = 4  # positions from a guided reply's first text token to its S (at most the text's length)
     train_roles: tuple[str, ...] = ("assistant",)
     max_len: int | None = None  # longer conversations are refused (VivavoceError)
 
@@ -125,6 +125,11 @@ class SpeechLMProcessor:
         self.im_start, self.im_end = self._special("<|im_start|>"), self._special("<|im_end|>")
         self.newline = self._ids("\n")
         self.role_ids = {role: self._ids(role) for role in ROLES}
+        self.stop_ids = sorted({self.im_end, tokenizer.eos_token_id} - {None})  # end of a text reply
+
+    def header_ids(self, role: str) -> list[int]:
+        """Text ids that open a turn: <|im_start|>role\n."""
+        return [self.im_start, *self.role_ids[role], *self.newline]
 
     def _special(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -194,7 +199,7 @@ class SpeechLMProcessor:
         return ids
 
     def _header(self, g: Grid, role: str) -> None:
-        for t in [self.im_start, *self.role_ids[role], *self.newline]:
+        for t in self.header_ids(role):
             g.add(text=t)
 
     def _text(self, g: Grid, ids: list[int], train: bool) -> None:
@@ -212,7 +217,7 @@ class SpeechLMProcessor:
     def _guided(self, g: Grid, text: list[int], codes: list[int], train: bool) -> None:
         start = len(g)
         speech = [self.sos, *codes, self.eos]
-        delay = self.config.guided_delay
+        delay = min(self.config.guided_delay, len(text))  # a short text: speech starts right after it
         for i in range(max(len(text), delay + len(speech))):
             t = text[i] if i < len(text) else NONE
             s = speech[i - delay] if 0 <= i - delay < len(speech) else NONE

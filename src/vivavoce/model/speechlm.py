@@ -80,6 +80,7 @@ class SpeechLM(nn.Module):
             raise VivavoceError(f"split_layers must be in 1..{L - 1}, not {K}")
         self.config = config
         self.backbone_config = backbone.config
+        self.tokenizer = backbone.tokenizer
         self.num_layers, self.num_shared = L, L - K
         self.hidden_size = backbone.hidden_size
         self.text_vocab = backbone.vocab_size

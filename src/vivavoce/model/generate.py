@@ -1,0 +1,224 @@
+"""Speech LM generation: KV-cached incremental decoding with both branches per step, streamed token by token.
+
+A `SpeechSession` holds one conversation's decode state explicitly (moshi-style):
+
+    session = SpeechSession(model, processor)          # system prompt pre-filled once
+    session.push(ids)  ...  session.push(ids)           # the user's speech tokens, pre-filled while they talk
+    for stream, token in session.respond(GenerationConfig(mode="guided")):
+        ...                                             # ("text", id) and ("speech", id) as they come
+
+Modes: "true" — the speech branch alone speaks the answer (text stream empty); "guided" — the frozen text branch
+writes the answer (greedy: the LLM's own answer) and the speech branch speaks it, starting `guided_delay`
+positions behind (the layout of `processor.py`). Decoding runs on a `ReferenceDecoder` (the model itself, with a
+transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids, want_text, want_speech)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from vivavoce.errors import VivavoceError
+from vivavoce.model.processor import ChatTurn, SpeechLMProcessor
+from vivavoce.model.speechlm import NONE, SpeechLM
+
+MODES = ("true", "guided")
+
+
+@dataclass
+class GenerationConfig:
+    mode: str = "guided"  # true | guided
+    temperature: float = 0.8  # speech sampling; 0 = greedy
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0  # on speech codes of the last `repetition_window` steps
+    repetition_window: int = 16
+    text_temperature: float = 0.0  # 0: greedy, the frozen LLM's own answer
+    text_repetition_penalty: float = 1.1  # as the cascade's text generation
+    min_speech_tokens: int = 4  # codes before end-of-speech is allowed
+    max_speech_tokens: int = 375  # 30 s at 12.5 tokens/s, then end-of-speech is forced
+    max_text_tokens: int = 60
+    seed: int | None = None
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise VivavoceError(f"generation mode must be true or guided, not {self.mode!r}")
+        if self.temperature < 0 or self.text_temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise VivavoceError("temperatures must be >= 0, top_p in (0, 1], top_k >= 0")
+        if not 0 <= self.min_speech_tokens <= self.max_speech_tokens:
+            raise VivavoceError("need 0 <= min_speech_tokens <= max_speech_tokens")
+
+
+def penalise(logits: torch.Tensor, ids, penalty: float) -> torch.Tensor:
+    """CTRL-style repetition penalty on `ids` (in place on a copy)."""
+    if penalty == 1.0 or not len(ids):
+        return logits
+    logits = logits.clone()
+    prev = torch.tensor(sorted(set(int(i) for i in ids)))
+    vals = logits[prev]
+    logits[prev] = torch.where(vals > 0, vals / penalty, vals * penalty)
+    return logits
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator | None = None) -> int:  # fmt: skip
+    """One token id from 1-D logits: greedy at temperature 0, else top-k then nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the smallest prefix reaching top_p
+        logits = logits.scatter(0, order[drop], float("-inf"))
+    return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+
+
+class ReferenceDecoder:
+    """The model itself with a transformers DynamicCache: both branches at every step (the reference path)."""
+
+    def __init__(self, model: SpeechLM):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = DynamicCache()
+
+    @property
+    def length(self) -> int:
+        return self.cache.get_seq_length()
+
+    def truncate(self, length: int) -> None:
+        self.cache.crop(length)
+
+    @torch.inference_mode()
+    def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None):
+        t = torch.tensor([list(text_ids)])
+        s = torch.tensor([list(speech_ids)]) if speech_ids is not None else torch.full_like(t, NONE)
+        m = self.model
+        x = m.embed(t, s)
+        ctx = m.context(x, cache=self.cache)
+        for layer in m.shared_layers:
+            x = layer(x, cache=self.cache, use_cache=True, **ctx)
+        th, sh = m.branches_from_hidden(x, ctx=ctx, cache=self.cache)
+        tl = m.text_head(th[0, -1]).float() if want_text else None
+        sl = m.speech_head(sh[0, -1]).float() if want_speech else None
+        return tl, sl
+
+
+class SpeechSession:
+    """One conversation's decode state: the cache (system prompt first), the open turn, what is left to feed."""
+
+    def __init__(self, model: SpeechLM, processor: SpeechLMProcessor, decoder=None, mode: str = "s2s",
+                 system: str | None = None, keep_text_cache: bool = True):  # fmt: skip
+        self.model, self.proc = model, processor
+        self.decoder = decoder if decoder is not None else ReferenceDecoder(model)
+        self.keep_text_cache = keep_text_cache  # False: skip the text branch's layers where no text is needed
+        self._pending: list[tuple[int, int]] = []  # positions to feed before the next turn (a reply's closing)
+        self._user_open: str | None = None  # "speech" | "text" while a user turn is being pushed
+        turn = ChatTurn("system", text=system) if system else processor.system_turn(mode)
+        grid = processor.encode([turn])
+        self._feed(grid.text_ids, grid.speech_ids, want_text=False, want_speech=False)
+        self.prefix_length = self.decoder.length
+
+    @property
+    def length(self) -> int:
+        return self.decoder.length + len(self._pending)
+
+    def reset(self) -> None:
+        """Forget the conversation after the system prompt (the prompt's cache is kept)."""
+        self.decoder.truncate(self.prefix_length)
+        self._pending, self._user_open = [], None
+
+    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=None):
+        if self._pending:
+            pt, ps = zip(*self._pending)
+            text_ids, speech_ids = [*pt, *text_ids], [*ps, *speech_ids]
+            self._pending = []
+        tb = (self.keep_text_cache or want_text) if text_branch is None else text_branch
+        return self.decoder.step(text_ids, speech_ids, want_text, want_speech, text_branch=tb)
+
+    def _open_user(self, kind: str) -> None:
+        if self._user_open == kind:
+            return
+        if self._user_open is not None:
+            raise VivavoceError(f"a {self._user_open} user turn is open; answer it before a {kind} one")
+        header = self.proc.header_ids("user")
+        text, speech = list(header), [NONE] * len(header)
+        if kind == "speech":
+            text.append(NONE)
+            speech.append(self.proc.sos)
+        self._feed(text, speech, want_text=False, want_speech=False)
+        self._user_open = kind
+
+    def push(self, ids) -> None:
+        """Pre-fill more of the user's speech tokens (codec ids) while the user is still talking."""
+        ids = [int(i) for i in ids]
+        if any(not 0 <= i < self.model.config.speech_vocab for i in ids):
+            raise VivavoceError(f"speech ids must lie in 0..{self.model.config.speech_vocab - 1}")
+        self._open_user("speech")
+        if ids:
+            self._feed([NONE] * len(ids), ids, want_text=False, want_speech=False)
+
+    def push_text(self, text: str) -> None:
+        """A written user turn (T→S, T→T)."""
+        self._open_user("text")
+        ids = self.proc.text_ids(text)
+        self._feed(ids, [NONE] * len(ids), want_text=False, want_speech=False)
+
+    def respond(self, config: GenerationConfig | None = None) -> Iterator[tuple[str, int]]:
+        """Close the user's turn and generate the spoken reply: yields ("text", id) and ("speech", code) as they
+        come, until end-of-speech or a length limit. Closing it early (`gen.close()`) leaves the session usable."""
+        config = config or GenerationConfig()
+        config.check()
+        if self._user_open is None:
+            raise VivavoceError("nothing to answer: push the user's speech (or text) first")
+        proc, cfg = self.proc, self.model.config
+        close = ([NONE], [proc.eos]) if self._user_open == "speech" else ([], [])
+        tail = [proc.im_end, *proc.newline, *proc.header_ids("assistant")]
+        self._user_open = None
+        guided = config.mode == "guided"
+        tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=guided)
+        gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+        delay = proc.config.guided_delay
+        text_done, started = not guided, False
+        texts: list[int] = []
+        codes: list[int] = []
+        i = 0
+        try:
+            while True:
+                t = NONE
+                if not text_done:
+                    tok = sample(penalise(tl, texts, config.text_repetition_penalty), config.text_temperature, 0, 1.0, gen)
+                    if tok in proc.stop_ids or len(texts) >= config.max_text_tokens:
+                        text_done = True
+                    else:
+                        t = tok
+                        texts.append(tok)
+                        yield "text", tok
+                if not started:
+                    started = not guided or i >= delay or text_done
+                    s = proc.sos if started else NONE
+                else:
+                    logits = penalise(sl, codes[-config.repetition_window :], config.repetition_penalty).clone()
+                    logits[cfg.sos] = float("-inf")
+                    if len(codes) < config.min_speech_tokens:
+                        logits[cfg.eos] = float("-inf")
+                    s = cfg.eos if len(codes) >= config.max_speech_tokens else sample(
+                        logits, config.temperature, config.top_k, config.top_p, gen
+                    )
+                    if s == cfg.eos:
+                        # The end and the turn's closing are fed with the next turn (no need to wait for them now).
+                        self._pending = [(t, s), (proc.im_end, NONE), *[(n, NONE) for n in proc.newline]]
+                        return
+                    codes.append(s)
+                    yield "speech", s
+                tl, sl = self._feed([t], [s], want_text=not text_done)
+                i += 1
+        finally:
+            if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same
+                self._pending = [(NONE, cfg.eos), (proc.im_end, NONE), *[(n, NONE) for n in proc.newline]]

@@ -1,0 +1,337 @@
+"""Speech LM: layer split and frozen text branch, token layout, cached and fast decoding, generation, engine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+
+from vivavoce.errors import VivavoceError
+from vivavoce.model.fastdecode import FastDecodeConfig, FastDecoder
+from vivavoce.model.generate import GenerationConfig, SpeechSession, sample
+from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, read_checkpoint
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(backbone):
+    return SpeechLM(backbone, SpeechLMConfig(seed=1)).eval()
+
+
+@pytest.fixture(scope="module")
+def proc(backbone, model):
+    return SpeechLMProcessor(backbone.tokenizer, model.config)
+
+
+def codes(n: int, seed: int = 0) -> list[int]:
+    return torch.randint(0, 1024, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_text_logits_equal_backbone_without_speech(backbone, model):
+    ids = torch.tensor([backbone.chat_ids([{"role": "user", "content": QUESTION}])])
+    with torch.no_grad():
+        ref = backbone.model(input_ids=ids).logits
+        out = model(ids, torch.full_like(ids, NONE))
+    assert torch.equal(out.text_logits, ref)
+    assert out.speech_logits.shape == (1, ids.shape[1], 1026)
+    # ...and speech does change them (the test above could not pass with speech ignored).
+    with torch.no_grad():
+        mixed = model(ids, torch.tensor([[NONE] * 5 + codes(ids.shape[1] - 5)]))
+    assert not torch.allclose(mixed.text_logits[0, 5:], ref[0, 5:])
+    assert torch.equal(mixed.text_logits[0, :5], ref[0, :5])  # causal: positions before the speech untouched
+
+
+def test_text_weights_frozen_and_untouched_by_a_step(backbone, proc):
+    m = SpeechLM(backbone, SpeechLMConfig(seed=2))
+    trainable = {id(p) for p in m.trainable_parameters()}
+    assert {id(p) for p in m.parameters() if p.requires_grad} == trainable
+    assert all(not p.requires_grad for p in backbone.model.parameters())
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    speech_before = m.speech_embed.weight.clone()
+    grid = proc.encode([ChatTurn("user", speech=codes(6)), ChatTurn("assistant", text="Paris.", speech=codes(8, 1))], "s2s")
+    b = proc.collate([grid])
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
+    out = m(b.text_ids, b.speech_ids, b.attention_mask)
+    loss = torch.nn.functional.cross_entropy(out.speech_logits[b.speech_loss_mask], b.speech_targets[b.speech_loss_mask])
+    loss = loss + torch.nn.functional.cross_entropy(out.text_logits[b.text_loss_mask], b.text_targets[b.text_loss_mask])
+    loss.backward()
+    opt.step()
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(m.speech_embed.weight, speech_before)
+
+
+def test_processor_text_only_matches_chat_template(backbone, proc):
+    turns = [ChatTurn("system", "Be brief."), ChatTurn("user", QUESTION), ChatTurn("assistant", "Paris."),
+             ChatTurn("user", "And of Spain?\nThanks")]  # fmt: skip
+    grid = proc.encode(turns, add_generation_prompt=True)
+    assert grid.text_ids == backbone.chat_ids([{"role": t.role, "content": t.text} for t in turns])
+    assert set(grid.speech_ids) == {NONE}
+
+
+@pytest.mark.parametrize("mode", ["s2s", "s2t", "t2s", "t2t", "guided", "asr", "tts"])
+def test_processor_round_trip(proc, mode):
+    user = ChatTurn("user", speech=codes(7)) if mode[0] == "s" or mode in ("guided", "asr") else ChatTurn("user", "Hi there.")
+    reply = {
+        "s2s": ChatTurn("assistant", speech=codes(9, 1)),
+        "t2s": ChatTurn("assistant", speech=codes(9, 1)),
+        "tts": ChatTurn("assistant", speech=codes(9, 1)),
+        "s2t": ChatTurn("assistant", "Paris is the capital."),
+        "t2t": ChatTurn("assistant", "Paris is the capital."),
+        "asr": ChatTurn("assistant", "what is the capital of france"),
+        "guided": ChatTurn("assistant", "Paris is the capital of France.", speech=codes(20, 2)),
+    }[mode]
+    grid = proc.encode([user, reply, ChatTurn("user", speech=codes(3, 3))], mode="s2s" if mode == "guided" else mode)
+    assert len(grid.text_ids) == len(grid.speech_ids) == len(grid.text_targets) == len(grid.speech_targets)
+    system, u, r, u2 = proc.decode(grid)
+    assert system.role == "system" and system.text
+    assert (u.role, u.text, u.speech) == ("user", user.text, user.speech)
+    assert (r.role, r.text, r.speech) == ("assistant", reply.text, reply.speech)
+    assert u2.speech == codes(3, 3)
+    # Targets only in the assistant's reply, and they are the next position's tokens.
+    tt, st = np.array(grid.text_targets), np.array(grid.speech_targets)
+    for p in np.flatnonzero(st != IGNORE):
+        assert grid.speech_ids[p + 1] == st[p]
+    n_speech = 0 if reply.speech is None else len(reply.speech) + 2  # S codes E
+    assert (st != IGNORE).sum() == n_speech
+    if reply.text is not None:
+        n_text = len(proc.text_ids(reply.text)) + 1  # + the end of text
+        assert (tt != IGNORE).sum() == n_text
+        assert proc.im_end in tt
+    else:
+        assert (tt == IGNORE).all()
+
+
+def test_guided_layout_text_leads_speech(proc):
+    text = proc.text_ids("Paris is the capital of France.")
+    grid = proc.encode([ChatTurn("user", speech=codes(4)), ChatTurn("assistant", "Paris is the capital of France.",
+                                                                     speech=codes(20))], "s2s")  # fmt: skip
+    first_text = grid.text_ids.index(text[0], grid.text_ids.index(proc.role_ids["assistant"][0]))
+    sos = [p for p, s in enumerate(grid.speech_ids) if s == proc.sos][-1]
+    assert sos - first_text == proc.config.guided_delay
+    assert grid.text_ids[first_text : first_text + len(text)] == text
+    assert grid.text_targets[first_text + len(text) - 1] == proc.im_end  # end of text, then NONE
+    assert grid.text_ids[first_text + len(text)] == NONE
+    short = proc.encode([ChatTurn("user", "Hi"), ChatTurn("assistant", "Yes.", speech=codes(5))])
+    t0 = len(short) - 5 - 2 - 2 - 2  # S codes E, <|im_end|> \n, and the 2-token text before
+    assert short.speech_ids[t0 + 2] == proc.sos  # a text shorter than the delay: speech follows it at once
+
+
+def test_batching_pads_and_masks(proc):
+    a = proc.encode([ChatTurn("user", speech=codes(5)), ChatTurn("assistant", speech=codes(9))], "s2s")
+    b = proc.encode([ChatTurn("user", "Hi"), ChatTurn("assistant", "Hello.")], "t2t")
+    batch = proc.collate([a, b], pad_to_multiple=8)
+    assert batch.text_ids.shape == batch.speech_ids.shape == batch.attention_mask.shape
+    assert batch.text_ids.shape[1] % 8 == 0 and batch.text_ids.shape[1] >= max(len(a), len(b))
+    assert batch.attention_mask.sum(1).tolist() == [len(a), len(b)]
+    pad = batch.attention_mask == 0
+    assert (batch.text_ids[pad] == NONE).all() and (batch.speech_ids[pad] == NONE).all()
+    assert not batch.text_loss_mask[pad].any() and not batch.speech_loss_mask[pad].any()
+    assert batch.speech_loss_mask[0].sum() == 11 and batch.speech_loss_mask[1].sum() == 0
+    assert batch.text_loss_mask[1].sum() == len(proc.text_ids("Hello.")) + 1
+
+
+def test_processor_bad_input(proc):
+    with pytest.raises(VivavoceError, match="outside"):
+        proc.encode([ChatTurn("user", speech=[5, 1024])])
+    with pytest.raises(VivavoceError, match="mode"):
+        proc.encode([ChatTurn("user", "hi")], mode="x2y")
+    with pytest.raises(VivavoceError, match="neither"):
+        proc.encode([ChatTurn("user")])
+    with pytest.raises(VivavoceError, match="role"):
+        proc.encode([ChatTurn("robot", "hi")])
+    with pytest.raises(VivavoceError, match="limit"):
+        SpeechLMProcessor(proc.tokenizer, config=ProcessorConfig(max_len=10)).encode([ChatTurn("user", QUESTION)], "t2t")
+
+
+def test_cached_decode_equals_full_forward(model, proc):
+    grid = proc.encode([ChatTurn("user", speech=codes(12)), ChatTurn("assistant", "Paris.", speech=codes(10, 1))], "s2s")
+    t, s = grid.tensors()
+    with torch.no_grad():
+        full = model(t, s)
+        out = model(t[:, :40], s[:, :40], use_cache=True)
+        pieces = [out]
+        for i in range(40, t.shape[1], 3):  # chunks of 3, then the last ones
+            out = model(t[:, i : i + 3], s[:, i : i + 3], cache=out.cache)
+            pieces.append(out)
+    text = torch.cat([p.text_logits for p in pieces], 1)
+    speech = torch.cat([p.speech_logits for p in pieces], 1)
+    assert torch.allclose(text, full.text_logits, atol=2e-4)
+    assert torch.allclose(speech, full.speech_logits, atol=2e-4)
+
+
+def _greedy_text(step, prompt, n):
+    tl, _ = step(prompt)
+    out = []
+    for _ in range(n):
+        out.append(int(tl.argmax()))
+        tl, _ = step([out[-1]])
+    return out
+
+
+def test_fast_decode_matches_reference_greedy(backbone, model, proc):
+    prompt = backbone.chat_ids([{"role": "user", "content": QUESTION}])
+    with torch.no_grad():
+        seq = list(prompt)
+        for _ in range(8):
+            seq.append(int(backbone.model(input_ids=torch.tensor([seq])).logits[0, -1].argmax()))
+    ref = seq[len(prompt) :]
+    for dtype in ("float32", "bfloat16", "int8"):
+        dec = FastDecoder.for_backbone(backbone, FastDecodeConfig(dtype, max_len=128))
+        got = _greedy_text(lambda ids: dec.step(ids, want_speech=False), prompt, 8)
+        n = 8 if dtype != "int8" else 7  # int8: the answer's words ("The capital of France is Paris.")
+        assert got[:n] == ref[:n], dtype
+    # The split model: speech-branch logits of the fast decoder follow the reference, with speech in the prompt.
+    grid = proc.encode([ChatTurn("user", speech=codes(15))], "s2s", add_generation_prompt=True)
+    t, s = grid.tensors()
+    with torch.no_grad():
+        full = model(t, s)
+    for dtype, tol in (("float32", 1e-3), ("bfloat16", 0.15)):
+        dec = FastDecoder.for_speechlm(model, FastDecodeConfig(dtype, max_len=256))
+        tl, sl = dec.step(grid.text_ids[:-4], grid.speech_ids[:-4])
+        for p in range(len(grid) - 4, len(grid)):
+            tl, sl = dec.step([grid.text_ids[p]], [grid.speech_ids[p]])
+        assert (sl - full.speech_logits[0, -1]).abs().max() < tol * full.speech_logits[0, -1].abs().max()
+        assert int(tl.argmax()) == int(full.text_logits[0, -1].argmax())
+    dec.truncate(len(grid) - 1)  # rewinding the static cache and re-feeding gives the same logits
+    tl2, sl2 = dec.step([grid.text_ids[-1]], [grid.speech_ids[-1]])
+    assert torch.equal(sl2, sl)
+
+
+@pytest.mark.parametrize("mode", ["true", "guided"])
+def test_generation_follows_the_processor_layout(model, proc, mode):
+    """Greedy tokens from the incremental session (user speech pushed in pieces) are the argmax of a full
+    forward over the processor's grid of the same conversation."""
+    user = codes(14, 5)
+    session = SpeechSession(model, proc)
+    for piece in (user[:5], user[5:9], user[9:]):
+        session.push(piece)
+    cfg = GenerationConfig(mode=mode, temperature=0, text_repetition_penalty=1.0, min_speech_tokens=0,
+                           max_speech_tokens=6, max_text_tokens=5)  # fmt: skip
+    out = list(session.respond(cfg))
+    text = [t for k, t in out if k == "text"]
+    speech = [t for k, t in out if k == "speech"]
+    assert len(speech) <= 6 and (mode == "true") == (not text)
+    reply = ChatTurn("assistant", proc.decode_text(text) if text else None, speech=speech)
+    grid = proc.encode([ChatTurn("user", speech=user), reply], "s2s")
+    assert proc.text_ids(reply.text or "") == text  # the text round-trips through the tokenizer
+    t, s = grid.tensors()
+    with torch.no_grad():
+        full = model(t, s)
+    for p in np.flatnonzero(np.array(grid.speech_targets) != IGNORE):
+        target = grid.speech_targets[p]
+        if target in speech:  # codes (S is forced, E may be forced by the length limit)
+            logits = full.speech_logits[0, p].clone()
+            logits[[proc.sos, proc.eos]] = float("-inf")
+            assert int(logits.argmax()) == target
+    for p in np.flatnonzero(np.array(grid.text_targets) != IGNORE):
+        if grid.text_targets[p] != proc.im_end:
+            assert int(full.text_logits[0, p].argmax()) == grid.text_targets[p]
+
+
+def test_generation_min_and_max_length(backbone, proc):
+    m = SpeechLM(backbone, SpeechLMConfig(seed=3)).eval()
+    with torch.no_grad():
+        m.speech_head.weight[m.config.eos] = m.speech_head.weight[m.config.eos] * 0 + 1.0  # end-of-speech everywhere
+    session = SpeechSession(m, proc, FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=512)))
+    session.push(codes(5))
+    got = [t for k, t in session.respond(GenerationConfig(mode="true", min_speech_tokens=3, seed=0)) if k == "speech"]
+    assert len(got) == 3  # EOS wanted at once, held back until the minimum
+    with torch.no_grad():
+        m.speech_head.weight[m.config.eos] = -m.speech_head.weight[m.config.eos]  # end-of-speech never
+    session = SpeechSession(m, proc, FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=512)))
+    session.push(codes(5))
+    got = [t for k, t in session.respond(GenerationConfig(mode="true", max_speech_tokens=7, seed=0)) if k == "speech"]
+    assert len(got) == 7 and all(0 <= t < 1024 for t in got)
+    # A second turn in the same session (the first reply's end is fed first) keeps working.
+    session.push(codes(3))
+    assert len(list(session.respond(GenerationConfig(mode="true", min_speech_tokens=0, max_speech_tokens=2)))) == 2
+    with pytest.raises(VivavoceError, match="nothing to answer"):
+        list(session.respond())
+    with pytest.raises(VivavoceError, match="mode"):
+        session.push([1])
+        list(session.respond(GenerationConfig(mode="loud")))
+
+
+def test_sampling_options():
+    logits = torch.tensor([0.0, 5.0, 4.9, -3.0])
+    g = torch.Generator().manual_seed(0)
+    assert sample(logits, 0) == 1
+    assert {sample(logits, 1.0, top_k=1, generator=g) for _ in range(20)} == {1}
+    assert {sample(logits, 1.0, top_k=2, generator=g) for _ in range(50)} == {1, 2}
+    assert {sample(logits, 5.0, top_p=0.3, generator=g) for _ in range(30)} == {1}
+
+
+def test_checkpoint_round_trip(backbone, model, tmp_path):
+    path = tmp_path / "speechlm.safetensors"
+    model.save_trainable(path, extra={"processor": asdict(ProcessorConfig(guided_delay=3))})
+    config, state = read_checkpoint(path)
+    assert config == model.config and set(state) == set(model.trainable_state_dict())
+    assert not any(k.startswith(("text_", "shared_")) for k in state)
+    loaded = SpeechLM.load(path, backbone)
+    for k, v in model.trainable_state_dict().items():
+        assert torch.equal(loaded.trainable_state_dict()[k], v)
+    small = tmp_path / "bf16.safetensors"
+    model.save_trainable(small, dtype=torch.bfloat16)
+    assert small.stat().st_size < 0.55 * path.stat().st_size
+    other = SpeechLM(backbone, replace(model.config, split_layers=2))
+    with pytest.raises(VivavoceError, match="made for"):
+        other.load_trainable(path)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(VivavoceError, match="not a safetensors"):
+        read_checkpoint(junk)
+    with pytest.raises(VivavoceError, match="no speech LM checkpoint"):
+        read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_engine_without_checkpoint_is_one_line_error(tmp_path):
+    from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
+
+    with pytest.raises(VivavoceError) as e:
+        SpeechLMEngine(SpeechLMEngineConfig(checkpoint=str(tmp_path / "none.safetensors")))
+    assert "no trained speech LM checkpoint" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_engine_streams_audio_with_a_random_checkpoint(model, question_16k, tmp_path):
+    from vivavoce.codec import Codec
+    from vivavoce.engine import AudioChunk, ResponseOptions, TextDelta, collect
+    from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
+
+    voice = Codec.load().speaker(question_16k).tolist()
+    path = tmp_path / "speechlm.safetensors"
+    model.save_trainable(path, dtype=torch.bfloat16, extra={"voice_dvector": voice})
+    cfg = SpeechLMEngineConfig(checkpoint=str(path), generation=GenerationConfig(max_speech_tokens=15, seed=0))
+    engine = SpeechLMEngine(cfg)
+    events = list(engine.respond(question_16k, [], ResponseOptions(mode="guided", max_answer_tokens=8)))
+    chunks = [e for e in events if isinstance(e, AudioChunk)]
+    assert len(chunks) >= 2 and all(c.rate == engine.sample_rate for c in chunks)  # streamed, not all at once
+    assert any(isinstance(e, TextDelta) for e in events)
+    answer = collect(iter(events))
+    assert 0.3 < answer.audio.size / answer.rate < 2.5  # <= 15 tokens at 12.5 Hz
+    true = collect(engine.respond(question_16k, [], ResponseOptions(mode="true")))
+    assert true.text == "" and true.audio.size > 0
+    with pytest.raises(VivavoceError, match="no speech"):
+        list(engine.respond(np.zeros(16000, dtype=np.float32)))
+    # Streaming input: 80 ms pieces are encoded and pre-filled as they come; the answer needs only the rest.
+    live = engine.live_turn()
+    for i in range(0, question_16k.size, 1280):
+        live.push(question_16k[i : i + 1280])
+    streamed = live.tokens
+    assert streamed >= len(engine.codec.encode(question_16k)) - 1
+    answer = collect(live.answer(ResponseOptions(mode="true")))
+    assert answer.audio.size > 0 and live.tokens == len(engine.codec.encode(question_16k))
+    assert engine._lock.acquire(timeout=1)  # the live turn let go of the engine
+    engine._lock.release()
