@@ -170,13 +170,18 @@ def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     loaded = SpeechLM.load(tmp_path / "m.safetensors", backbone)
     own = recipe.model.trainable_state_dict()
     assert all(torch.equal(own[k], v) for k, v in loaded.trainable_state_dict().items())
-    small = export_checkpoint(tmp_path / "m.safetensors", tmp_path / "ship.safetensors")
+    voice = [0.0625] * 256
+    small = export_checkpoint(tmp_path / "m.safetensors", tmp_path / "ship.safetensors", voice=voice)
     assert small.stat().st_size < 0.55 * (tmp_path / "m.safetensors").stat().st_size
     shipped = SpeechLM.load(small, backbone)
     assert torch.allclose(shipped.speech_head.weight, own["speech_head.weight"], atol=0.02)
     from vivavoce.model.speechlm import checkpoint_metadata
 
-    assert checkpoint_metadata(small)["processor"]["guided_delay"] == recipe.processor.config.guided_delay
+    meta = checkpoint_metadata(small)
+    assert meta["processor"]["guided_delay"] == recipe.processor.config.guided_delay
+    assert meta["voice_dvector"] == voice and meta["step"] == 3
+    with pytest.raises(VivavoceError, match="not a speech LM checkpoint|not a safetensors"):
+        export_checkpoint(tokens, tmp_path / "x.safetensors")
 
 
 def _state(run: Path) -> dict | None:

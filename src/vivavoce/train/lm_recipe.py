@@ -346,19 +346,69 @@ class LMRecipe(Recipe):
         self.model.load_trainable(path)
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, dtype: str = "bfloat16") -> Path:
-    """A run's trainable weights re-stored (bf16 by default) with the same metadata: the file to ship."""
+def export_checkpoint(src: str | Path, dst: str | Path, dtype: str = "bfloat16", voice: list[float] | None = None,
+                      extra: dict | None = None) -> Path:
+    """A run's trainable weights re-stored (bf16 by default) with the same metadata, plus the assistant's voice
+    (`voice_dvector`, what the engine decodes with) and any `extra` JSON values: the file to ship."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from vivavoce.model.speechlm import read_checkpoint
+
+    read_checkpoint(src, weights=False)  # one-line error for a missing or foreign file
     with safe_open(str(src), framework="pt") as f:
-        meta = f.metadata() or {}
+        meta = dict(f.metadata() or {})
         state = {k: f.get_tensor(k) for k in f.keys()}
+    if voice is not None:
+        meta["voice_dvector"] = json.dumps([round(float(v), 6) for v in voice])
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     to = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.to(to).contiguous() for k, v in state.items()}, str(dst), metadata=meta)
+    tmp = dst.with_suffix(".tmp")
+    save_file({k: v.to(to).contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+    tmp.replace(dst)
     return dst
+
+
+def assistant_dvector(corpus: str | Path, n: int = 8) -> list[float]:
+    """Mean d-vector of the first `n` plain assistant (Piper joe) utterances of a corpus: the voice the speech
+    branch was trained to speak in, given to the codec decoder."""
+    import numpy as np
+
+    from vivavoce.audio.io import read_audio
+    from vivavoce.codec.speaker import speaker_embedding
+    from vivavoce.data.voices import ASSISTANT
+    from vivavoce.train.lm_data import corpus_rows
+
+    rows = [r for r in corpus_rows(corpus) if r.get("voice") == ASSISTANT and r.get("emotion", "neutral") == "neutral"
+            and not r.get("control")][:n]  # fmt: skip
+    if not rows:
+        raise VivavoceError(f"{corpus}: no plain assistant utterances to take the voice from")
+    vec = np.mean([speaker_embedding(read_audio(r["audio"], 16000)) for r in rows], axis=0)
+    return (vec / np.linalg.norm(vec)).tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vivavoce.train.lm_recipe export RUN/model.safetensors DST --voice-corpus CORPUS`"""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description="export a speech LM run's weights as the shipped checkpoint")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--voice-corpus", help="corpus whose assistant utterances give the voice d-vector")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    args = p.parse_args(argv)
+    try:
+        voice = assistant_dvector(args.voice_corpus) if args.voice_corpus else None
+        path = export_checkpoint(args.src, args.dst, args.dtype, voice)
+    except VivavoceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
+    return 0
 
 
 def _dialogue_pairs(rows: list[dict], split: str) -> list[tuple[dict, dict]]:
@@ -372,3 +422,7 @@ def _dialogue_pairs(rows: list[dict], split: str) -> list[tuple[dict, dict]]:
             elif r["turn"] == "user":
                 d.setdefault("u", r)
     return [(d["u"], d["a"]) for _, d in sorted(by.items()) if "u" in d and "a" in d]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

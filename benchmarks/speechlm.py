@@ -1,0 +1,140 @@
+"""Benchmark of the speech LM (true and text-guided mode) beside the cascade, on the corpus's held-out questions.
+
+For each spoken test question of a corpus built by `vivavoce data build` (test split: held-out prompts said by
+held-out voices), each engine answers; Whisper tiny.en transcribes the spoken answer, which is compared with the
+frozen LLM's own text answer to the same question (the corpus's assistant text: WER and keyword hit rate, keywords =
+the reference's three longest content words). Also: WER against the engine's own text where it writes one (does
+the speech say what the text says?), DNSMOS, time to first audio after the end of the question (the question is
+given whole, so this is all compute) and speech tokens per second (12.5 per second of answer audio over the
+compute time of the whole answer, codec decoding included).
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm.py --corpus corpus/small \
+        [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--threads 2] [--limit N] \
+        [--engines true guided cascade] [--json reports/bench-speechlm.json]
+
+Time it alone on the machine (create /work/QUIET while it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+STOPWORDS = set("""the a an and or but of to in on at for with from by is are was were be been it its this that these those
+there their they them you your i me my we our he she his her as not no yes so very can will would could should about
+into than then also just more most some any all each which what when where who how why do does did has have had""".split())
+
+
+def keywords(reference: str, n: int = 3) -> tuple[str, ...]:
+    words = [w for w in re.findall(r"[a-z']+", reference.lower()) if len(w) >= 4 and w not in STOPWORDS]
+    return tuple(sorted(set(words), key=lambda w: (-len(w), w))[:n])
+
+
+def test_questions(corpus: Path, split: str) -> list[dict]:
+    """User turns of `split` with the reference answer (the dialogue's plain assistant text)."""
+    from vivavoce.train.lm_data import corpus_rows
+
+    rows = [r for r in corpus_rows(corpus) if r["split"] == split]
+    answers = {r["dialogue"]: r["text"] for r in rows if r["turn"] == "assistant" and r["id"].endswith(".a")}
+    return [dict(id=r["id"], question=r["text"], voice=r["voice"], emotion=r.get("emotion"), audio=r["audio"],
+                 reference=answers[r["dialogue"]])
+            for r in rows if r["turn"] == "user" and r["dialogue"] in answers]  # fmt: skip
+
+
+def load(engine: str, checkpoint: str | None):
+    if engine == "cascade":
+        from vivavoce.engine.registry import load_engine
+
+        return load_engine("cascade"), None
+    from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
+
+    return SpeechLMEngine(SpeechLMEngineConfig(checkpoint=checkpoint, mode=engine)), engine
+
+
+def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dict]:
+    from vivavoce.audio.io import read_audio
+    from vivavoce.engine.base import ResponseOptions
+    from vivavoce.eval import intelligibility
+    from vivavoce.eval.engine_run import timed_response
+    from vivavoce.eval.report import ItemResult, summarize
+
+    items, self_refs, self_hyps, rates = [], [], [], []
+    for q in questions:
+        audio = read_audio(q["audio"], 16000)
+        options = ResponseOptions(mode=mode) if mode else ResponseOptions()
+        response, compute_s = timed_response(engine, audio, options)
+        label = f"{name}:{q['id']}"
+        if response.audio.size < 0.3 * max(1, response.rate):  # no answer to score (e.g. E at once)
+            item = ItemResult(name=label, seconds=0.0, transcript="", reference=q["reference"], wer=1.0,
+                              keyword_hit=False, first_audio_s=response.first_audio_s)  # fmt: skip
+        else:
+            item = evaluator.score(label, response.audio, response.rate, reference=q["reference"],
+                                   keywords=keywords(q["reference"]), first_audio_s=response.first_audio_s,
+                                   compute_s=compute_s)  # fmt: skip
+            rates.append(12.5 * response.audio.size / response.rate / compute_s)
+        if response.text:
+            self_refs.append(response.text)
+            self_hyps.append(item.transcript)
+        items.append(item)
+        print(f"{label}: {item.transcript!r} (wer {item.wer:.2f}, first audio {item.first_audio_s})", flush=True)
+    summary = summarize(items)
+    ttfa = sorted(i.first_audio_s for i in items if i.first_audio_s is not None)
+    summary["first_audio_p50_s"] = ttfa[len(ttfa) // 2] if ttfa else None
+    summary["self_wer"] = intelligibility.corpus_wer(self_refs, self_hyps) if self_refs else None
+    summary["speech_tokens_per_s"] = float(np.mean(rates)) if rates else None
+    summary["answered"] = len(rates)
+    return items, summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default="corpus/small")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--checkpoint", default=None, help="speech LM checkpoint (default: the shipped one)")
+    ap.add_argument("--engines", nargs="+", default=["true", "guided", "cascade"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--json", default="reports/bench-speechlm.json")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from vivavoce.eval.report import Evaluator, format_table, write_json
+
+    questions = test_questions(Path(args.corpus), args.split)[: args.limit]
+    evaluator = Evaluator(sphinx=False)
+    results, all_items = {}, []
+    for name in args.engines:
+        t0 = time.perf_counter()
+        engine, mode = load(name, args.checkpoint)
+        load_s = time.perf_counter() - t0
+        torch.set_num_threads(args.threads)  # some loaders reset it
+        items, summary = run_engine(name, engine, mode, questions, evaluator)
+        summary["engine_load_s"] = load_s
+        print(format_table(items, summary))
+        results[name] = summary
+        all_items += items
+    keys = ("items", "answered", "wer", "keyword_hit_rate", "self_wer", "dnsmos_ovrl", "first_audio_s",
+            "first_audio_p50_s", "speech_tokens_per_s", "seconds")  # fmt: skip
+    print(f"{'':<10}" + "".join(f"{k[:12]:>13}" for k in keys))
+    for name, s in results.items():
+        cells = "".join(f"{'-' if s.get(k) is None else round(s[k], 3):>13}" for k in keys)
+        print(f"{name:<10}{cells}")
+    env = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+           "corpus": str(args.corpus), "split": args.split, "questions": len(questions),
+           "checkpoint": args.checkpoint}  # fmt: skip
+    path = write_json(args.json, all_items, {"by_engine": results}, {"environment": env})
+    print("report:", path)
+    print(json.dumps(results, indent=1, default=float)[:4000])
+
+
+if __name__ == "__main__":
+    main()
