@@ -162,6 +162,28 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     assert set(dev) >= {"speech", "speech_acc"} and all(v == v for v in dev.values())
 
 
+def test_stage2_trains_a_copy_of_the_shared_layers_with_text_replay(tokens, backbone, tmp_path):
+    import random
+
+    from vivavoce.model.speechlm import SpeechLMConfig
+
+    before = _text_weights(backbone)
+    cfg = _cfg(tokens, tmp_path / "s2", phase="full", stage=2, model=SpeechLMConfig(train_shared=True))
+    recipe = LMRecipe(cfg, backbone=backbone, log=lambda m: None)
+    ppl0 = json.loads((tmp_path / "s2" / "text_ppl_before.json").read_text())["text_ppl"]
+    assert 1 < ppl0 < 1000  # the backbone's own answers are likely under it
+    opt = torch.optim.AdamW(recipe.parameters(), lr=1e-4)
+    out = recipe.step_losses(random.Random(0))
+    opt.zero_grad()
+    out["loss"].backward()
+    opt.step()
+    assert "replay" in out and recipe.model.shared_layers[0] is not backbone.layers[0]
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the copy moved, the backbone did not
+    assert not torch.equal(recipe.model.shared_layers[0].mlp.up_proj.weight, backbone.layers[0].mlp.up_proj.weight)
+    assert "text_ppl" in recipe.eval_losses()
+
+
 def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     recipe = LMRecipe(_cfg(tokens, tmp_path / "rt", phase="full"), backbone=backbone, log=lambda m: None)
     with torch.no_grad():

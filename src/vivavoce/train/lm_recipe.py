@@ -158,6 +158,7 @@ class LMRecipe(Recipe):
         if cfg.stage == 1 and cfg.model.train_shared:
             raise VivavoceError("stage 1 keeps the shared layers frozen: set model.train_shared: false")
         self.cfg, self.log = cfg, log
+        self.device = "cpu"
         self.cached = cfg.stage == 1 and cfg.phase == "cached"
         if cfg.corpora:
             rows = tokenize_corpora(cfg.corpora, cfg.tokens, log=log)
@@ -207,7 +208,6 @@ class LMRecipe(Recipe):
         if self.cached:
             self.hidden = self._cached_hidden(self.train_rows, "train")
             self.dev_hidden = self._cached_hidden(self.dev_rows, "dev")
-        self.device = "cpu"
 
     def _init_from(self, path: str) -> None:
         """Start from another run's trainable weights: the same model, or stage 1's for stage 2 (the shared layers'
@@ -323,8 +323,9 @@ class LMRecipe(Recipe):
         if rows is None:
             return float("nan")
         total = 0.0
-        for i in range(len(rows)):
-            total += float(self._text_loss(rows.take(slice(i, i + 1))))
+        with torch.autocast("cuda" if self.device.startswith("cuda") else "cpu", enabled=False):  # before == after
+            for i in range(len(rows)):
+                total += float(self._text_loss(rows.take(slice(i, i + 1))))
         return total / len(rows)
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------

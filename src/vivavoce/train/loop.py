@@ -221,7 +221,7 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
             step += 1
             count += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             bar.update(1)
             elapsed = time.time() - start
             if step % cfg.log_every == 0 or step == cfg.steps:
