@@ -192,6 +192,10 @@ def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     loaded = SpeechLM.load(tmp_path / "m.safetensors", backbone)
     own = recipe.model.trainable_state_dict()
     assert all(torch.equal(own[k], v) for k, v in loaded.trainable_state_dict().items())
+    from vivavoce.train.lm_recipe import evaluate_checkpoint
+
+    per_task = evaluate_checkpoint(tmp_path / "m.safetensors", tokens, "dev", backbone)
+    assert per_task["tts"]["speech_targets"] > 20 and "text" in per_task["asr"] and "speech" not in per_task["s2t"]
     voice = [0.0625] * 256
     small = export_checkpoint(tmp_path / "m.safetensors", tmp_path / "ship.safetensors", voice=voice)
     assert small.stat().st_size < 0.55 * (tmp_path / "m.safetensors").stat().st_size

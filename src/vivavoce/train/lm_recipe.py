@@ -390,19 +390,77 @@ def assistant_dvector(corpus: str | Path, n: int = 8) -> list[float]:
     return (vec / np.linalg.norm(vec)).tolist()
 
 
+@torch.no_grad()
+def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev", backbone=None,
+                        row_tokens: int = 512) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Per task: speech loss / accuracy and text loss of a checkpoint's model on the `split` examples (bf16)."""
+    from vivavoce.model.speechlm import read_checkpoint
+
+    if backbone is None:
+        from vivavoce.model.backbone import load_backbone
+
+        backbone = load_backbone()
+    config, _ = read_checkpoint(path, weights=False)
+    model = SpeechLM(backbone, config)
+    model.load_trainable(path)
+    model.eval()
+    proc = SpeechLMProcessor(backbone.tokenizer, config)
+    examples = build_examples(load_tokens(tokens), split=split)
+    out: dict[str, dict[str, float]] = {}
+    for task in sorted({e.task for e in examples}):
+        rows = pack([proc.encode(e.turns, mode=e.mode) for e in examples if e.task == task], row_tokens)
+        sums = {"speech": 0.0, "speech_acc": 0.0, "text": 0.0, "speech_n": 0, "text_n": 0}
+        for i in range(len(rows)):
+            r = rows.take(slice(i, i + 1))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                h = model.shared_hidden(r.text_ids, r.speech_ids, position_ids=r.position_ids)
+                sm, tm = r.speech_targets != IGNORE, r.text_targets != IGNORE
+                th, sh = model.branches_from_hidden(h, position_ids=r.position_ids, text=bool(tm.any()),
+                                                    speech=bool(sm.any()))  # fmt: skip
+                if sh is not None:
+                    logits = model.speech_head(sh[sm]).float()
+                    n = int(sm.sum())
+                    sums["speech"] += float(F.cross_entropy(logits, r.speech_targets[sm], reduction="sum"))
+                    sums["speech_acc"] += float((logits.argmax(-1) == r.speech_targets[sm]).sum())
+                    sums["speech_n"] += n
+                if th is not None:
+                    logits = model.text_head(th[tm]).float()
+                    sums["text"] += float(F.cross_entropy(logits, r.text_targets[tm], reduction="sum"))
+                    sums["text_n"] += int(tm.sum())
+        res = {"examples": rows.examples}
+        if sums["speech_n"]:
+            res.update(speech=sums["speech"] / sums["speech_n"], speech_acc=sums["speech_acc"] / sums["speech_n"],
+                       speech_targets=sums["speech_n"])  # fmt: skip
+        if sums["text_n"]:
+            res.update(text=sums["text"] / sums["text_n"], text_targets=sums["text_n"])
+        out[task] = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vivavoce.train.lm_recipe export RUN/model.safetensors DST --voice-corpus CORPUS`"""
+    """`python -m vivavoce.train.lm_recipe export RUN/model.safetensors DST --voice-corpus CORPUS`
+    `python -m vivavoce.train.lm_recipe evaluate CKPT --tokens TOKENS.jsonl [--split dev]`"""
     import argparse
     import sys
 
     p = argparse.ArgumentParser(description="export a speech LM run's weights as the shipped checkpoint")
-    p.add_argument("action", choices=["export"])
+    p.add_argument("action", choices=["export", "evaluate"])
     p.add_argument("src")
-    p.add_argument("dst")
+    p.add_argument("dst", nargs="?")
+    p.add_argument("--tokens", help="evaluate: token cache")
+    p.add_argument("--split", default="dev")
     p.add_argument("--voice-corpus", help="corpus whose assistant utterances give the voice d-vector")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = p.parse_args(argv)
+    torch.set_num_threads(1)
     try:
+        if args.action == "evaluate":
+            if not args.tokens:
+                raise VivavoceError("evaluate needs --tokens")
+            print(json.dumps(evaluate_checkpoint(args.src, args.tokens, args.split), indent=1))
+            return 0
+        if not args.dst:
+            raise VivavoceError("export needs a destination path")
         voice = assistant_dvector(args.voice_corpus) if args.voice_corpus else None
         path = export_checkpoint(args.src, args.dst, args.dtype, voice)
     except VivavoceError as e:
