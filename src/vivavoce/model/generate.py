@@ -193,7 +193,8 @@ class SpeechSession:
             while True:
                 t = NONE
                 if not text_done:
-                    tok = sample(penalise(tl, texts, config.text_repetition_penalty), config.text_temperature, 0, 1.0, gen)
+                    logits = penalise(tl, texts, config.text_repetition_penalty)
+                    tok = sample(logits, config.text_temperature, 0, 1.0, gen)
                     if tok in proc.stop_ids or len(texts) >= config.max_text_tokens:
                         text_done = True
                     else:
