@@ -215,17 +215,23 @@ def test_fast_decode_matches_reference_greedy(backbone, model, proc):
     assert torch.equal(sl2, sl)
 
 
-@pytest.mark.parametrize("mode", ["true", "guided"])
-def test_generation_follows_the_processor_layout(model, proc, mode):
+@pytest.mark.parametrize("mode,decoder", [("true", "reference"), ("guided", "reference"), ("guided", "fast")])
+def test_generation_follows_the_processor_layout(model, proc, mode, decoder):
     """Greedy tokens from the incremental session (user speech pushed in pieces) are the argmax of a full
-    forward over the processor's grid of the same conversation."""
+    forward over the processor's grid of the same conversation (the fast decoder as the engine runs it)."""
     user = codes(14, 5)
-    session = SpeechSession(model, proc)
+    if decoder == "fast":
+        fast = FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256))
+        session = SpeechSession(model, proc, fast, keep_text_cache=False)
+    else:
+        session = SpeechSession(model, proc)
     for piece in (user[:5], user[5:9], user[9:]):
         session.push(piece)
     cfg = GenerationConfig(mode=mode, temperature=0, text_repetition_penalty=1.0, min_speech_tokens=0,
                            max_speech_tokens=6, max_text_tokens=5)  # fmt: skip
     out = list(session.respond(cfg))
+    if decoder == "fast":  # pre-fill ran the text branch too (its cache has no hole for guided text to attend to)
+        assert all((layer.k[:, : fast.length].abs().sum(-1) > 0).all() for layer in fast.text.layers)
     text = [t for k, t in out if k == "text"]
     speech = [t for k, t in out if k == "speech"]
     assert len(speech) <= 6 and (mode == "true") == (not text)
