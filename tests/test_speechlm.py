@@ -60,12 +60,14 @@ def test_text_weights_frozen_and_untouched_by_a_step(backbone, proc):
     assert all(not p.requires_grad for p in backbone.model.parameters())
     before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
     speech_before = m.speech_embed.weight.clone()
-    grid = proc.encode([ChatTurn("user", speech=codes(6)), ChatTurn("assistant", text="Paris.", speech=codes(8, 1))], "s2s")
+    turns = [ChatTurn("user", speech=codes(6)), ChatTurn("assistant", text="Paris.", speech=codes(8, 1))]
+    grid = proc.encode(turns, "s2s")
     b = proc.collate([grid])
     opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
     out = m(b.text_ids, b.speech_ids, b.attention_mask)
-    loss = torch.nn.functional.cross_entropy(out.speech_logits[b.speech_loss_mask], b.speech_targets[b.speech_loss_mask])
-    loss = loss + torch.nn.functional.cross_entropy(out.text_logits[b.text_loss_mask], b.text_targets[b.text_loss_mask])
+    ce = torch.nn.functional.cross_entropy
+    loss = ce(out.speech_logits[b.speech_loss_mask], b.speech_targets[b.speech_loss_mask])
+    loss = loss + ce(out.text_logits[b.text_loss_mask], b.text_targets[b.text_loss_mask])
     loss.backward()
     opt.step()
     after = backbone.model.state_dict()
@@ -83,7 +85,8 @@ def test_processor_text_only_matches_chat_template(backbone, proc):
 
 @pytest.mark.parametrize("mode", ["s2s", "s2t", "t2s", "t2t", "guided", "asr", "tts"])
 def test_processor_round_trip(proc, mode):
-    user = ChatTurn("user", speech=codes(7)) if mode[0] == "s" or mode in ("guided", "asr") else ChatTurn("user", "Hi there.")
+    spoken = mode[0] == "s" or mode in ("guided", "asr")
+    user = ChatTurn("user", speech=codes(7)) if spoken else ChatTurn("user", "Hi there.")
     reply = {
         "s2s": ChatTurn("assistant", speech=codes(9, 1)),
         "t2s": ChatTurn("assistant", speech=codes(9, 1)),
@@ -153,11 +156,13 @@ def test_processor_bad_input(proc):
     with pytest.raises(VivavoceError, match="role"):
         proc.encode([ChatTurn("robot", "hi")])
     with pytest.raises(VivavoceError, match="limit"):
-        SpeechLMProcessor(proc.tokenizer, config=ProcessorConfig(max_len=10)).encode([ChatTurn("user", QUESTION)], "t2t")
+        short = SpeechLMProcessor(proc.tokenizer, config=ProcessorConfig(max_len=10))
+        short.encode([ChatTurn("user", QUESTION)], "t2t")
 
 
 def test_cached_decode_equals_full_forward(model, proc):
-    grid = proc.encode([ChatTurn("user", speech=codes(12)), ChatTurn("assistant", "Paris.", speech=codes(10, 1))], "s2s")
+    turns = [ChatTurn("user", speech=codes(12)), ChatTurn("assistant", "Paris.", speech=codes(10, 1))]
+    grid = proc.encode(turns, "s2s")
     t, s = grid.tensors()
     with torch.no_grad():
         full = model(t, s)
@@ -210,17 +215,23 @@ def test_fast_decode_matches_reference_greedy(backbone, model, proc):
     assert torch.equal(sl2, sl)
 
 
-@pytest.mark.parametrize("mode", ["true", "guided"])
-def test_generation_follows_the_processor_layout(model, proc, mode):
+@pytest.mark.parametrize("mode,decoder", [("true", "reference"), ("guided", "reference"), ("guided", "fast")])
+def test_generation_follows_the_processor_layout(model, proc, mode, decoder):
     """Greedy tokens from the incremental session (user speech pushed in pieces) are the argmax of a full
-    forward over the processor's grid of the same conversation."""
+    forward over the processor's grid of the same conversation (the fast decoder as the engine runs it)."""
     user = codes(14, 5)
-    session = SpeechSession(model, proc)
+    if decoder == "fast":
+        fast = FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256))
+        session = SpeechSession(model, proc, fast, keep_text_cache=False)
+    else:
+        session = SpeechSession(model, proc)
     for piece in (user[:5], user[5:9], user[9:]):
         session.push(piece)
     cfg = GenerationConfig(mode=mode, temperature=0, text_repetition_penalty=1.0, min_speech_tokens=0,
                            max_speech_tokens=6, max_text_tokens=5)  # fmt: skip
     out = list(session.respond(cfg))
+    if decoder == "fast":  # pre-fill ran the text branch too (its cache has no hole for guided text to attend to)
+        assert all((layer.k[:, : fast.length].abs().sum(-1) > 0).all() for layer in fast.text.layers)
     text = [t for k, t in out if k == "text"]
     speech = [t for k, t in out if k == "speech"]
     assert len(speech) <= 6 and (mode == "true") == (not text)

@@ -117,7 +117,9 @@ class SpeechSession:
                  system: str | None = None, keep_text_cache: bool = True):  # fmt: skip
         self.model, self.proc = model, processor
         self.decoder = decoder if decoder is not None else ReferenceDecoder(model)
-        self.keep_text_cache = keep_text_cache  # False: skip the text branch's layers where no text is needed
+        # False: a true-mode reply skips the text branch's layers (no text is read from them; a later turn's text
+        # then misses those positions: fine for one-turn engines). Pre-fill always runs both branches.
+        self.keep_text_cache = keep_text_cache
         self._pending: list[tuple[int, int]] = []  # positions to feed before the next turn (a reply's closing)
         self._user_open: str | None = None  # "speech" | "text" while a user turn is being pushed
         turn = ChatTurn("system", text=system) if system else processor.system_turn(mode)
@@ -134,13 +136,12 @@ class SpeechSession:
         self.decoder.truncate(self.prefix_length)
         self._pending, self._user_open = [], None
 
-    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=None):
+    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=True):
         if self._pending:
             pt, ps = zip(*self._pending)
             text_ids, speech_ids = [*pt, *text_ids], [*ps, *speech_ids]
             self._pending = []
-        tb = (self.keep_text_cache or want_text) if text_branch is None else text_branch
-        return self.decoder.step(text_ids, speech_ids, want_text, want_speech, text_branch=tb)
+        return self.decoder.step(text_ids, speech_ids, want_text, want_speech, text_branch=text_branch or want_text)
 
     def _open_user(self, kind: str) -> None:
         if self._user_open == kind:
@@ -193,7 +194,8 @@ class SpeechSession:
             while True:
                 t = NONE
                 if not text_done:
-                    tok = sample(penalise(tl, texts, config.text_repetition_penalty), config.text_temperature, 0, 1.0, gen)
+                    logits = penalise(tl, texts, config.text_repetition_penalty)
+                    tok = sample(logits, config.text_temperature, 0, 1.0, gen)
                     if tok in proc.stop_ids or len(texts) >= config.max_text_tokens:
                         text_done = True
                     else:
@@ -217,7 +219,7 @@ class SpeechSession:
                         return
                     codes.append(s)
                     yield "speech", s
-                tl, sl = self._feed([t], [s], want_text=not text_done)
+                tl, sl = self._feed([t], [s], want_text=not text_done, text_branch=guided or self.keep_text_cache)
                 i += 1
         finally:
             if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same

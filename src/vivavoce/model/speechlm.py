@@ -161,7 +161,7 @@ class SpeechLM(nn.Module):
         """Trainable weights only (safetensors), the config in the metadata; `dtype` e.g. bfloat16 to halve it."""
         from safetensors.torch import save_file
 
-        state = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in self.trainable_state_dict().items()}
+        state = {k: v.to(dtype or v.dtype).contiguous() for k, v in self.trainable_state_dict().items()}
         meta = {"kind": CHECKPOINT_KIND, "config": json.dumps(asdict(self.config))}
         meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,8 @@ class SpeechLM(nn.Module):
         None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed."""
         ctx = ctx or self.context(hidden, attention_mask, position_ids, None)
         outs = []
-        for on, layers, norm in ((text, self.text_layers, self.text_norm), (speech, self.speech_layers, self.speech_norm)):
+        branches = ((text, self.text_layers, self.text_norm), (speech, self.speech_layers, self.speech_norm))
+        for on, layers, norm in branches:
             if not on:
                 outs.append(None)
                 continue
@@ -277,7 +278,8 @@ def read_checkpoint(path: str | Path, weights: bool = True) -> tuple[SpeechLMCon
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()} if weights else {}
     except Exception as e:  # safetensors raises its own error types for junk files
-        raise VivavoceError(f"{path}: not a safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VivavoceError(f"{path}: not a safetensors file ({reason})") from None
     if meta.get("kind") != CHECKPOINT_KIND:
         raise VivavoceError(f"{path}: not a speech LM checkpoint (kind {meta.get('kind')!r})")
     return SpeechLMConfig.from_dict(json.loads(meta["config"])), state
