@@ -138,7 +138,9 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     import random
 
     before = _text_weights(backbone)
-    recipe = LMRecipe(_cfg(tokens, tmp_path / phase, phase=phase), backbone=backbone, log=lambda m: None)
+    cfg = _cfg(tokens, tmp_path / phase, phase=phase)
+    cfg.loop.batch_size = 2 if phase == "cached" else 1  # a full step back-propagates through all 30 layers
+    recipe = LMRecipe(cfg, backbone=backbone, log=lambda m: None)
     embed0 = recipe.model.speech_embed.weight.detach().clone()
     assert {p.data_ptr() for p in recipe.parameters()}.isdisjoint(p.data_ptr() for p in backbone.model.parameters())
     opt = torch.optim.AdamW(recipe.parameters(), lr=1e-3)

@@ -302,6 +302,7 @@ class LMRecipe(Recipe):
             out["loss"] = out["loss"] + self.cfg.replay_weight * out["replay"]
         return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
 
+    @torch.no_grad()
     def eval_losses(self) -> dict[str, float]:
         sums: dict[str, float] = {}
         n = len(self.dev_rows)
