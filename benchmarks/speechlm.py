@@ -38,10 +38,10 @@ def keywords(reference: str, n: int = 3) -> tuple[str, ...]:
 
 
 def test_questions(corpus: Path, split: str) -> list[dict]:
-    """User turns of `split` with the reference answer (the dialogue's plain assistant text)."""
+    """User turns of `split` (or "test,dev") with the reference answer (the dialogue's plain assistant text)."""
     from vivavoce.train.lm_data import corpus_rows
 
-    rows = [r for r in corpus_rows(corpus) if r["split"] == split]
+    rows = [r for r in corpus_rows(corpus) if r["split"] in split.split(",")]
     answers = {r["dialogue"]: r["text"] for r in rows if r["turn"] == "assistant" and r["id"].endswith(".a")}
     return [dict(id=r["id"], question=r["text"], voice=r["voice"], emotion=r.get("emotion"), audio=r["audio"],
                  reference=answers[r["dialogue"]])
@@ -93,12 +93,35 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     return items, summary
 
 
+def run_reading(engine, questions, evaluator) -> tuple[list, dict]:
+    """Diagnostic, not a mode: the speech branch reads each reference answer aloud (tts system prompt, the text as
+    a written user turn, a true-mode reply), so its speaking is scored apart from its understanding."""
+    from vivavoce.eval.report import summarize
+    from vivavoce.model.generate import GenerationConfig, SpeechSession
+
+    session = SpeechSession(engine.model, engine.processor, None, mode="tts")
+    items = []
+    for ref in dict.fromkeys(q["reference"] for q in questions):
+        session.reset()
+        session.push_text(ref)
+        ids = [t for kind, t in session.respond(GenerationConfig(mode="true", seed=0)) if kind == "speech"]
+        audio = engine.codec.decode(ids, engine._voice()) if ids else np.zeros(0, dtype=np.float32)
+        if audio.size < 0.3 * engine.codec.sample_rate:
+            continue
+        item = evaluator.score(f"read:{ref[:30]}", audio, engine.codec.sample_rate, reference=ref,
+                               keywords=keywords(ref))  # fmt: skip
+        print(f"read: {item.transcript!r} (wer {item.wer:.2f})", flush=True)
+        items.append(item)
+    return items, summarize(items) if items else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default="corpus/small")
-    ap.add_argument("--split", default="test")
+    ap.add_argument("--split", default="test", help="corpus split(s) of the questions, e.g. test or test,dev")
     ap.add_argument("--checkpoint", default=None, help="speech LM checkpoint (default: the shipped one)")
     ap.add_argument("--engines", nargs="+", default=["true", "guided", "cascade"])
+    ap.add_argument("--reading", action="store_true", help="also: the speech branch reads the reference answers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", default="reports/bench-speechlm.json")
@@ -122,6 +145,10 @@ def main() -> None:
         print(format_table(items, summary))
         results[name] = summary
         all_items += items
+        if args.reading and name in ("true", "guided") and "reading" not in results:
+            items, summary = run_reading(engine, questions, evaluator)
+            results["reading"] = summary
+            all_items += items
     keys = ("items", "answered", "wer", "keyword_hit_rate", "self_wer", "dnsmos_ovrl", "first_audio_s",
             "first_audio_p50_s", "speech_tokens_per_s", "seconds")  # fmt: skip
     print(f"{'':<10}" + "".join(f"{k[:12]:>13}" for k in keys))
