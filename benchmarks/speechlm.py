@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-STOPWORDS = set("""the a an and or but of to in on at for with from by is are was were be been it its this that these those
-there their they them you your i me my we our he she his her as not no yes so very can will would could should about
-into than then also just more most some any all each which what when where who how why do does did has have had""".split())
+STOPWORDS = set("""the a an and or but of to in on at for with from by is are was were be been it its this that
+these those there their they them you your i me my we our he she his her as not no yes so very can will would could
+should about into than then also just more most some any all each which what when where who how why do does did has
+have had""".split())
 
 
 def keywords(reference: str, n: int = 3) -> tuple[str, ...]:

@@ -94,7 +94,8 @@ def test_token_cache_and_examples(tokens, corpus, backbone):
     train = build_examples(rows, split="train")
     tasks = sorted(e.task for e in train)
     # 2 plain answers -> tts, tts_true; 6 utterances -> asr; 4 user renderings -> s2s, s2s_guided, s2t
-    assert tasks == sorted(["tts"] * 2 + ["tts_true"] * 2 + ["asr"] * 6 + ["s2s"] * 4 + ["s2s_guided"] * 4 + ["s2t"] * 4)
+    expected = ["tts"] * 2 + ["tts_true"] * 2 + ["asr"] * 6 + ["s2s"] * 4 + ["s2s_guided"] * 4 + ["s2t"] * 4
+    assert tasks == sorted(expected)
     assert all(e.split == "train" for e in train) and len(build_examples(rows, split="dev")) == 11
     guided = next(e for e in train if e.task == "s2s_guided")
     answer = next(r for r in rows if r["id"] == "d1.a")
@@ -117,7 +118,8 @@ def test_grid_targets_and_packing(tokens, backbone):
         assert (n_text > 0) == (reply.text is not None)
     packed = pack(grids, 256)
     assert packed.text_ids.shape == (len(packed), 256) and packed.examples == len(grids)
-    assert int((packed.speech_targets != IGNORE).sum()) == sum(sum(t != IGNORE for t in g.speech_targets) for g in grids)
+    n_targets = sum(sum(t != IGNORE for t in g.speech_targets) for g in grids)
+    assert int((packed.speech_targets != IGNORE).sum()) == n_targets
     assert int((packed.position_ids == 0).sum()) >= len(grids)  # every example restarts its positions
     # attention stays inside an example: its states in a packed row equal its states alone
     row = 0

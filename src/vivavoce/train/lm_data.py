@@ -196,8 +196,8 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
             out.append(Example("tts_true", "tts", [ChatTurn("user", r["text"]),
                                                    ChatTurn("assistant", None, r["speech_ids"])], split, r["key"]))
         if cfg.asr:
-            out.append(Example("asr", "asr", [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", r["text"])],
-                               split, r["key"]))  # fmt: skip
+            turns = [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", r["text"])]
+            out.append(Example("asr", "asr", turns, split, r["key"]))
     by_dialogue: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if not str(r["dialogue"]).startswith("turn-"):  # renderings are single sentences, not dialogues

@@ -251,8 +251,10 @@ class LMRecipe(Recipe):
 
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.loop.bf16):
             for i in tqdm(range(len(rows)), desc=f"shared states ({name})", mininterval=5):
-                out[i] = self.model.shared_hidden(rows.text_ids[i : i + 1], rows.speech_ids[i : i + 1],
-                                                  position_ids=rows.position_ids[i : i + 1])[0].to(torch.bfloat16)  # fmt: skip
+                one = slice(i, i + 1)
+                h = self.model.shared_hidden(rows.text_ids[one], rows.speech_ids[one],
+                                             position_ids=rows.position_ids[one])
+                out[i] = h[0].to(torch.bfloat16)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"hidden": out}, str(tmp))

@@ -2,7 +2,8 @@
 
 A recipe gives the model to train and `step_losses(rng) -> {name: loss}`; the loop owns optimisation and files.
 In `out_dir`: model.safetensors (trainable weights + config), optim.safetensors (optimizer state, flattened),
-state.json (step, elapsed time, config), log.csv, eval.csv (held-out losses every `eval_every` steps), loss.png. Each file is replaced atomically, state.json last,
+state.json (step, elapsed time, config), log.csv, eval.csv (held-out losses every `eval_every` steps), loss.png.
+Each file is replaced atomically, state.json last,
 so a kill at any moment leaves the previous checkpoint whole.
 """
 
