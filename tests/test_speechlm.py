@@ -196,8 +196,7 @@ def test_fast_decode_matches_reference_greedy(backbone, model, proc):
     for dtype in ("float32", "bfloat16", "int8"):
         dec = FastDecoder.for_backbone(backbone, FastDecodeConfig(dtype, max_len=128))
         got = _greedy_text(lambda ids: dec.step(ids, want_speech=False), prompt, 8)
-        n = 8 if dtype != "int8" else 7  # int8: the answer's words ("The capital of France is Paris.")
-        assert got[:n] == ref[:n], dtype
+        assert got == ref, dtype  # "The capital of France is Paris.<|im_end|>" and beyond
     # The split model: speech-branch logits of the fast decoder follow the reference, with speech in the prompt.
     grid = proc.encode([ChatTurn("user", speech=codes(15))], "s2s", add_generation_prompt=True)
     t, s = grid.tensors()
