@@ -73,8 +73,8 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
-        drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the smallest prefix reaching top_p
+        probs = torch.softmax(sorted_logits, -1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
         logits = logits.scatter(0, order[drop], float("-inf"))
     return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
