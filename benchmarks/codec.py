@@ -49,7 +49,7 @@ def main() -> None:
     from vivavoce.codec.phonemes import ctc_greedy, encode_phonemes
     from vivavoce.eval.intelligibility import corpus_wer
     from vivavoce.eval.quality import dnsmos
-    from vivavoce.eval.speaker import speaker_similarity
+    from vivavoce.audio.speaker import speaker_similarity
     from vivavoce.speechtools.asr import WhisperASR
     from vivavoce.train.features import load_items
 

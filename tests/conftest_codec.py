@@ -33,6 +33,6 @@ def codec():
 
 @pytest.fixture(scope="session")
 def dvector(speech):
-    from vivavoce.codec.speaker import speaker_embedding
+    from vivavoce.audio.speaker import speaker_embedding
 
     return speaker_embedding(speech)

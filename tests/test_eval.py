@@ -10,7 +10,7 @@ from vivavoce.audio import resample, write_audio
 from vivavoce.eval import intelligibility
 from vivavoce.eval.prosody import prosody
 from vivavoce.eval.quality import dnsmos
-from vivavoce.eval.speaker import speaker_similarity
+from vivavoce.audio.speaker import speaker_similarity
 from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
 from vivavoce.textnorm import normalize_for_wer, number_to_words, spell_numbers
 

@@ -17,7 +17,7 @@ from vivavoce.audio.io import check_audio
 from vivavoce.codec.checkpoint import load_model
 from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector
 from vivavoce.codec.mel import log_mel
-from vivavoce.codec.speaker import speaker_embedding
+from vivavoce.audio.speaker import speaker_embedding
 from vivavoce.codec.streaming import DecodeStream, EncodeStream
 from vivavoce.codec.tokenizer import Tokenizer, TokenizerConfig
 from vivavoce.codec.vocoder import Vocoder, VocoderConfig

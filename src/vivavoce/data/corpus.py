@@ -50,7 +50,7 @@ PRESETS = {
     "tiny": Preset("tiny", 4, kinds=("capital",), max_answer_tokens=20, emotion_sets=0.25,
                    assistant_emotion_sets=0.25, control=0.5, split_fractions=(0.5, 0.25, 0.25)),
     "small": Preset("small", 60, max_answer_tokens=64, emotion_sets=0.2, assistant_emotion_sets=0.1, control=0.3),
-    # Every built-in turn; >= 20 hours of speech (see NOTES-data.md for the measured estimate).
+    # Every built-in turn; >= 20 hours of speech (see docs/data.md for the measured estimate).
     "default": Preset("default", 0, max_answer_tokens=64, user_renderings=2, emotion_sets=0.25,
                       assistant_emotion_sets=0.2, control=0.5),
 }  # fmt: skip

@@ -13,7 +13,7 @@ from vivavoce.audio.io import resample
 from vivavoce.eval import intelligibility
 from vivavoce.eval.prosody import prosody
 from vivavoce.eval.quality import dnsmos
-from vivavoce.eval.speaker import speaker_similarity
+from vivavoce.audio.speaker import speaker_similarity
 
 ASR_RATE = 16000
 

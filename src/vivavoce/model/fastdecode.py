@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from vivavoce.errors import VivavoceError
 
 DTYPES = ("float32", "bfloat16", "int8")
-RESCORE = 16  # int8 head: candidates re-scored exactly
+RESCORE = 16  # int8/bf16 heads: candidates re-scored exactly
 
 
 @dataclass
@@ -53,52 +53,62 @@ def _linear(weight: torch.Tensor, dtype: str):
 
 
 class _Layer:
-    """One Llama decoder layer, fused and with its own preallocated K/V."""
+    """One Llama decoder layer, fused and with its own preallocated K/V.
+
+    Folded into the weights, to save per-step dispatches: each RMSNorm's gain (and the sqrt(hidden) that turns
+    `F.normalize` into an RMS normalisation) into the projection after it, the attention's 1/sqrt(head_dim) into
+    the query rows; q and k rows are reordered so that each rotary pair (j, j + head_dim/2) sits side by side and
+    the rotation is one complex multiply (a permutation shared by q and k leaves every q.k unchanged)."""
 
     def __init__(self, layer, cfg, dtype: str, max_len: int):
         att, mlp = layer.self_attn, layer.mlp
-        self.qkv = _linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]), dtype)
-        self.o = _linear(att.o_proj.weight, dtype)
-        self.gate_up = _linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), dtype)
-        self.down = _linear(mlp.down_proj.weight, dtype)
-        act = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        self.ln1 = layer.input_layernorm.weight.detach().to(act)
-        self.ln2 = layer.post_attention_layernorm.weight.detach().to(act)
-        self.eps = layer.input_layernorm.variance_epsilon
         self.heads, self.kv_heads, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        H, KV, hd, hidden = self.heads, self.kv_heads, self.hd, cfg.hidden_size
+        half = hd // 2
+        pairs = torch.stack([torch.arange(half), torch.arange(half) + half], -1).flatten()  # 0, 32, 1, 33, ...
+        q = att.q_proj.weight.detach().float().view(H, hd, hidden)[:, pairs].reshape(H * hd, hidden) * hd**-0.5
+        k = att.k_proj.weight.detach().float().view(KV, hd, hidden)[:, pairs].reshape(KV * hd, hidden)
+        gain1 = layer.input_layernorm.weight.detach().float() * hidden**0.5
+        gain2 = layer.post_attention_layernorm.weight.detach().float() * hidden**0.5
+        self.qkv = _linear(torch.cat([q, k, att.v_proj.weight.detach().float()]) * gain1, dtype)
+        self.o = _linear(att.o_proj.weight, dtype)
+        self.gate_up = _linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().float() * gain2, dtype)
+        self.down = _linear(mlp.down_proj.weight, dtype)
+        self.act = torch.bfloat16 if dtype == "bfloat16" else torch.float32
         self.inter = cfg.intermediate_size
-        self.scale = self.hd**-0.5
-        self.k = torch.zeros(self.kv_heads, max_len, self.hd, dtype=act)
+        self.k = torch.zeros(KV, max_len, hd, dtype=self.act)
         self.v = torch.zeros_like(self.k)
 
-    def __call__(self, x, pos: int, cos, sin, mask):
+    def __call__(self, x, pos: int, rot, mask):
         T, H, KV, hd = x.shape[0], self.heads, self.kv_heads, self.hd
-        qkv = self.qkv(_rms(x, self.ln1, self.eps))
-        qk = qkv[:, : (H + KV) * hd].view(T, H + KV, hd)
-        qk = (qk * cos + _rotate_half(qk) * sin).transpose(0, 1)  # rotary on q and k at once: (H+KV, T, hd)
+        qkv = self.qkv(_normalize(x))
+        qk = torch.view_as_complex(qkv[:, : (H + KV) * hd].float().view(T, H + KV, hd // 2, 2)) * rot
+        qk = torch.view_as_real(qk).to(self.act).view(T, H + KV, hd).transpose(0, 1)  # (H+KV, T, hd)
         self.k[:, pos : pos + T] = qk[H:]
         self.v[:, pos : pos + T] = qkv[:, (H + KV) * hd :].view(T, KV, hd).transpose(0, 1)
         k, v = self.k[:, : pos + T], self.v[:, : pos + T]
         if T == 1:  # one query: grouped matmuls beat the fused kernel's set-up at this size
-            scores = torch.matmul(qk[:H].reshape(KV, H // KV, hd), k.transpose(1, 2)) * self.scale
+            scores = torch.matmul(qk[:H].reshape(KV, H // KV, hd), k.transpose(1, 2))
             a = torch.matmul(torch.softmax(scores.float(), -1).to(v.dtype), v).reshape(1, H * hd)
         else:
-            a = F.scaled_dot_product_attention(qk[None, :H], k[None], v[None], attn_mask=mask, enable_gqa=True)
+            a = F.scaled_dot_product_attention(qk[None, :H], k[None], v[None], attn_mask=mask, enable_gqa=True,
+                                               scale=1.0)  # fmt: skip
             a = a[0].transpose(0, 1).reshape(T, H * hd)
         x = x + self.o(a)
-        gu = self.gate_up(_rms(x, self.ln2, self.eps))
+        gu = self.gate_up(_normalize(x))
         return x + self.down(F.silu(gu[:, : self.inter]) * gu[:, self.inter :])
+
+
+def _normalize(x):
+    """x / |x| (in fp32): with the gain times sqrt(hidden) folded into the next weights, Llama's RMSNorm. Its eps
+    (1e-5 on the mean square) is dropped: hidden states are never that small."""
+    return F.normalize(x.float(), dim=-1).to(x.dtype)
 
 
 def _rms(x, weight, eps: float):
     """Llama's RMSNorm (in fp32, as the reference), in fewer dispatches than F.rms_norm takes on CPU."""
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
-
-
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class _Branch:
@@ -108,13 +118,13 @@ class _Branch:
         if norm is not None:
             self.norm, self.eps = norm.weight.detach().to(act), norm.variance_epsilon
             self.head = _linear(head.weight, dtype)
-            # Under int8 the head's top candidates are re-scored exactly (fp32 rows of the original weight): int8
-            # logits alone flipped near-ties such as "." vs <|im_end|>; a few exact dot products cost nothing.
-            self.exact = head.weight.detach() if dtype == "int8" else None
+            # Below fp32 the head's top candidates are re-scored exactly (fp32 rows of the original weight): int8
+            # logits flipped near-ties such as "." vs <|im_end|>, bf16 logits (0.125 apart near 25) tie outright.
+            self.exact = head.weight.detach() if dtype != "float32" else None
 
-    def hidden(self, x, pos, cos, sin, mask):
+    def hidden(self, x, pos, rot, mask):
         for layer in self.layers:
-            x = layer(x, pos, cos, sin, mask)
+            x = layer(x, pos, rot, mask)
         return x
 
     def logits(self, x):
@@ -149,7 +159,8 @@ class FastDecoder:
         with torch.no_grad():
             pos = torch.arange(config.max_len).unsqueeze(0)
             cos, sin = rotary(torch.zeros(1, dtype=torch.float32), pos)
-        self.cos, self.sin = cos[0, :, None].to(self.act), sin[0, :, None].to(self.act)  # (max_len, 1, head_dim)
+        half = cos.shape[-1] // 2  # HF repeats each frequency in both halves
+        self.rot = torch.complex(cos[0, :, None, :half], sin[0, :, None, :half])  # (max_len, 1, head_dim/2)
         self.length = 0
 
     @classmethod
@@ -197,19 +208,19 @@ class FastDecoder:
         if pos + T > self.max_len:
             raise VivavoceError(f"the conversation outgrew the decode cache ({self.max_len} positions)")
         x = self._embed(text_ids, speech_ids)
-        cos, sin = self.cos[pos : pos + T], self.sin[pos : pos + T]
+        rot = self.rot[pos : pos + T]
         mask = None
         if T > 1:  # a chunk attends to the whole past and causally within itself
             mask = torch.arange(pos + T).unsqueeze(0) <= torch.arange(pos, pos + T).unsqueeze(1)
-        h = self.shared.hidden(x, pos, cos, sin, mask)
+        h = self.shared.hidden(x, pos, rot, mask)
         self.length = pos + T
         text_logits = speech_logits = None
         if want_text or (text_branch if text_branch is not None else True):
-            th = self.text.hidden(h, pos, cos, sin, mask)
+            th = self.text.hidden(h, pos, rot, mask)
             if want_text:
                 text_logits = self.text.logits(th[-1:])[0]
         if self.speech is not None:
-            sh = self.speech.hidden(h, pos, cos, sin, mask)
+            sh = self.speech.hidden(h, pos, rot, mask)
             if want_speech:
                 speech_logits = self.speech.logits(sh[-1:])[0]
         return text_logits, speech_logits

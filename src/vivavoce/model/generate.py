@@ -73,8 +73,8 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
-        drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the smallest prefix reaching top_p
+        probs = torch.softmax(sorted_logits, -1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
         logits = logits.scatter(0, order[drop], float("-inf"))
     return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
@@ -117,8 +117,8 @@ class SpeechSession:
                  system: str | None = None, keep_text_cache: bool = True):  # fmt: skip
         self.model, self.proc = model, processor
         self.decoder = decoder if decoder is not None else ReferenceDecoder(model)
-        # False: a true-mode reply skips the text branch's layers (no text is read from them; a later turn's text
-        # then misses those positions: fine for one-turn engines). Pre-fill always runs both branches.
+        # False: a reply skips the text branch's layers once no more text is wanted (all of a true-mode reply; a
+        # later turn's text then misses those positions: fine for one-turn engines). Pre-fill runs both branches.
         self.keep_text_cache = keep_text_cache
         self._pending: list[tuple[int, int]] = []  # positions to feed before the next turn (a reply's closing)
         self._user_open: str | None = None  # "speech" | "text" while a user turn is being pushed
@@ -219,7 +219,8 @@ class SpeechSession:
                         return
                     codes.append(s)
                     yield "speech", s
-                tl, sl = self._feed([t], [s], want_text=not text_done, text_branch=guided or self.keep_text_cache)
+                more_text = not text_done
+                tl, sl = self._feed([t], [s], want_text=more_text, text_branch=self.keep_text_cache or more_text)
                 i += 1
         finally:
             if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same

@@ -12,7 +12,8 @@ Layout (ChatML; `·` = NONE, no token in that stream; S/E = start/end of speech)
 - A spoken assistant reply without text ("true" mode): the same, speech only.
 - A spoken assistant reply with text ("text-guided"): the text tokens fill the text stream from the reply's first
   position; the speech span starts `guided_delay` positions later (or right after a shorter text) and runs on, the
-  text stream empty once the text is done. Text leads: speech is ~4 positions a word, text one, so the text is soon far ahead of the speech.
+  text stream empty once the text is done. Text leads: speech is ~4 positions a word, text one, so the text is
+  soon far ahead of the speech.
 
 Targets (what the position's logits should predict; IGNORE elsewhere), only in trained turns (assistant by default):
 text targets for a text reply's tokens and its <|im_end|>; for a guided reply's text tokens, and <|im_end|> after
@@ -128,7 +129,7 @@ class SpeechLMProcessor:
         self.stop_ids = sorted({self.im_end, tokenizer.eos_token_id} - {None})  # end of a text reply
 
     def header_ids(self, role: str) -> list[int]:
-        """Text ids that open a turn: <|im_start|>role\n."""
+        """Text ids that open a turn: <|im_start|>role\\n."""
         return [self.im_start, *self.role_ids[role], *self.newline]
 
     def _special(self, token: str) -> int:

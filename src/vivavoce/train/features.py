@@ -74,7 +74,7 @@ def mean_log_f0(audio: np.ndarray) -> float:
 def load_items(manifest: str | Path, cache_dir: str | Path, progress: bool = True, speaker: bool = True) -> list[Item]:
     """`speaker=False` skips the d-vector and F0 (the tokenizer and vocoder do not need them) when not cached."""
     from vivavoce.codec.mel import log_mel
-    from vivavoce.codec.speaker import speaker_embedding
+    from vivavoce.audio.speaker import speaker_embedding
 
     cache = Path(cache_dir) / "features"
     cache.mkdir(parents=True, exist_ok=True)
