@@ -381,7 +381,7 @@ def assistant_dvector(corpus: str | Path, n: int = 8) -> list[float]:
     import numpy as np
 
     from vivavoce.audio.io import read_audio
-    from vivavoce.codec.speaker import speaker_embedding
+    from vivavoce.audio.speaker import speaker_embedding
     from vivavoce.data.voices import ASSISTANT
     from vivavoce.train.lm_data import corpus_rows
 
