@@ -346,3 +346,21 @@ def test_engine_streams_audio_with_a_random_checkpoint(model, question_16k, tmp_
     assert answer.audio.size > 0 and live.tokens == len(engine.codec.encode(question_16k))
     assert engine._lock.acquire(timeout=1)  # the live turn let go of the engine
     engine._lock.release()
+
+
+@pytest.mark.parametrize("decoder", ["reference", "fast"])
+def test_reset_forgets_the_turn_and_replays_it_identically(model, proc, decoder):
+    """After reset() the session is back at the system prompt: the same turn gives the same greedy reply."""
+    if decoder == "fast":
+        session = SpeechSession(model, proc, FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256)))
+    else:
+        session = SpeechSession(model, proc)
+    prompt_length = session.decoder.length
+    cfg = GenerationConfig(mode="true", temperature=0, min_speech_tokens=0, max_speech_tokens=5)
+    session.push(codes(9, 7))
+    first = list(session.respond(cfg))
+    assert session.decoder.length > prompt_length
+    session.reset()
+    assert session.decoder.length == prompt_length
+    session.push(codes(9, 7))
+    assert list(session.respond(cfg)) == first

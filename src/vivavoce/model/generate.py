@@ -93,7 +93,9 @@ class ReferenceDecoder:
         return self.cache.get_seq_length()
 
     def truncate(self, length: int) -> None:
-        self.cache.crop(length)
+        extra = self.cache.get_seq_length() - length
+        if extra > 0:  # transformers 5 crops by a negative count of tokens to drop, not to a length
+            self.cache.crop(-extra)
 
     @torch.inference_mode()
     def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None):
