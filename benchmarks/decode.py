@@ -10,7 +10,7 @@ Rows, all in one run and on the same thread count:
 
     PYTHONPATH=src python benchmarks/decode.py [--threads 2] [--tokens 64] [--json reports/bench-decode.json]
 
-Time it alone on the machine (it creates /work/QUIET while it runs when --quiet is given).
+Time it alone on the machine.
 """
 
 from __future__ import annotations
@@ -124,7 +124,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated row prefixes to skip (hf,lean,speech,llama.cpp)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--quiet", action="store_true", help="create /work/QUIET while timing (the shared machine's sign)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from vivavoce.model.backbone import load_backbone, smollm2_gguf
@@ -137,33 +136,27 @@ def main() -> None:
     model = SpeechLM(backbone).eval()
     proc = SpeechLMProcessor(backbone.tokenizer, model.config)
     rows: list[tuple[str, float]] = []
-    quiet = Path("/work/QUIET")
-    if args.quiet:
-        quiet.touch()
-    try:
-        def add(name, rate):
-            if name.startswith(skip):
-                return
-            try:
-                value = rate()
-            except Exception as e:  # a missing optional row (llama.cpp not built) must not lose the others
-                print(f"{name:40s} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                return
-            rows.append((name, value))
-            print(f"{name:40s} {value:7.1f} tok/s", flush=True)
 
-        add("llama.cpp (GGUF)", lambda: llama_cpp(smollm2_gguf(), args.threads)(args.tokens, args.repeats))
-        for dtype in ("float32", "bfloat16", "int8"):
-            add(f"lean text {dtype}", lambda: timed(lean_text(backbone, ids, dtype), args.tokens, args.repeats))
-        for dtype in ("float32", "bfloat16", "int8"):
-            for variant in ("true", "both", "guided"):
-                add(f"speech {variant} {dtype}",
-                    lambda: timed(lean_speech(model, proc, dtype, variant), args.tokens, args.repeats))  # fmt: skip
-        for name, dtype in (("hf generate float32", torch.float32), ("hf generate bfloat16", torch.bfloat16)):
-            add(name, lambda: hf_generate(backbone, ids, dtype)(args.tokens, args.repeats))
-    finally:
-        if args.quiet:
-            quiet.unlink(missing_ok=True)
+    def add(name, rate):
+        if name.startswith(skip):
+            return
+        try:
+            value = rate()
+        except Exception as e:  # a missing optional row (llama.cpp not built) must not lose the others
+            print(f"{name:40s} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return
+        rows.append((name, value))
+        print(f"{name:40s} {value:7.1f} tok/s", flush=True)
+
+    add("llama.cpp (GGUF)", lambda: llama_cpp(smollm2_gguf(), args.threads)(args.tokens, args.repeats))
+    for dtype in ("float32", "bfloat16", "int8"):
+        add(f"lean text {dtype}", lambda: timed(lean_text(backbone, ids, dtype), args.tokens, args.repeats))
+    for dtype in ("float32", "bfloat16", "int8"):
+        for variant in ("true", "both", "guided"):
+            add(f"speech {variant} {dtype}",
+                lambda: timed(lean_speech(model, proc, dtype, variant), args.tokens, args.repeats))  # fmt: skip
+    for name, dtype in (("hf generate float32", torch.float32), ("hf generate bfloat16", torch.bfloat16)):
+        add(name, lambda: hf_generate(backbone, ids, dtype)(args.tokens, args.repeats))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"threads": args.threads, "tokens": args.tokens,

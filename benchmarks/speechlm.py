@@ -12,7 +12,7 @@ compute time of the whole answer, codec decoding included).
         [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--threads 2] [--limit N] \
         [--engines true guided cascade] [--json reports/bench-speechlm.json]
 
-Time it alone on the machine (create /work/QUIET while it runs).
+Time it alone on the machine.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Speech-LM training data: every utterance's codec tokens and text tokens, cached once; task examples from them.
 
-    python -m vivavoce.train.lm_data render --preset small --out /work/corpus/joe-align --limit 800
-    python -m vivavoce.train.lm_data tokenize /work/corpus/small /work/corpus/joe-align --out cache/lm/tokens.jsonl
+    python -m vivavoce.train.lm_data render --preset small --out corpus/joe-align --limit 800
+    python -m vivavoce.train.lm_data tokenize corpus/small corpus/joe-align --out cache/lm/tokens.jsonl
 
 `render` speaks extra sentences in the assistant's voice (Piper joe) into a corpus-shaped folder: the built-in
 user turns whose prompts are not in the dialogue corpus's dev/test splits. They are cheap alignment data
