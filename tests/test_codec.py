@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import torch
 
 from conftest_codec import codec, dvector, espeak16k, speech, speech_wav  # noqa: F401
+from conftest_train import kill_after_step, one_torch_thread, run_state  # noqa: F401  (module fixture)
 from vivavoce.codec.checkpoint import load_model, save_model
 from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector
 from vivavoce.codec.mel import LogMel, MelStream, log_mel
@@ -25,16 +24,10 @@ from vivavoce.errors import VivavoceError
 from vivavoce.speechtools.tts import espeak_phonemes
 from vivavoce.train.loop import flatten_optimizer, unflatten_optimizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The codec's many small ops run several times faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_shapes_and_rates(codec, speech, dvector):
@@ -185,31 +178,18 @@ segment_frames: 24
     return cfg
 
 
-def _state(run: Path) -> dict | None:
-    try:
-        return json.loads((run / "state.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
 
 def test_training_resumes_after_kill(tmp_path):
     cfg = _tiny_run(tmp_path)
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "vivavoce.cli", "--threads", "1", "train", "vocoder", "--config", str(cfg)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 90
-    while (_state(run) is None or _state(run)["step"] < 3) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed = _state(run)
-    assert killed is not None and killed["step"] >= 3, proc.stdout.read()
+    killed = kill_after_step(cmd, env, run, 3, timeout=90)
     target = killed["step"] + 4
     done = subprocess.run(cmd + ["--steps", str(target)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming vocoder from step {killed['step']}" in done.stdout
-    assert _state(run)["step"] == target
+    assert run_state(run)["step"] == target
     logged = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
     assert logged[-1] == target and killed["step"] + 1 in logged
     assert (run / "loss.png").stat().st_size > 1000

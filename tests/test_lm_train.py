@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest_train import kill_after_step, one_torch_thread, run_state  # noqa: F401  (module fixture)
 from vivavoce.errors import VivavoceError
 from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM
 from vivavoce.train.lm_data import build_examples, corpus_rows, load_tokens, tokenize_corpora
 from vivavoce.train.lm_recipe import LMRecipe, LMTrainConfig, export_checkpoint, pack
 from vivavoce.train.loop import LoopConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -29,13 +30,6 @@ DIALOGUES = [
     ("d3", "dev", "What colour is the sky?", "The sky is blue on a clear day."),
 ]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -214,12 +208,6 @@ def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
         export_checkpoint(tokens, tmp_path / "x.safetensors")
 
 
-def _state(run: Path) -> dict | None:
-    try:
-        return json.loads((run / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-
 
 def test_training_resumes_after_kill(tokens, tmp_path):
     import yaml
@@ -232,21 +220,14 @@ def test_training_resumes_after_kill(tokens, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "vivavoce.cli", "--threads", "1", "train", "lm", "--config", str(path)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while (_state(run) is None or _state(run)["step"] < 2) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed = _state(run)
-    assert killed is not None and killed["step"] >= 2, proc.stdout.read()
+    killed = kill_after_step(cmd, env, run, 2, timeout=120)
     assert list(run.glob("hidden-train-*.safetensors"))  # the shared-layer states were saved for the resume
     target = killed["step"] + 3
     done = subprocess.run(cmd + ["--steps", str(target)], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming speechlm from step {killed['step']}" in done.stdout
     assert "reading cached shared-layer states" in done.stdout + done.stderr
-    assert _state(run)["step"] == target
+    assert run_state(run)["step"] == target
     logged = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
     assert logged[-1] == target and killed["step"] + 1 in logged
     assert (run / "eval.csv").is_file() and (run / "loss.png").stat().st_size > 1000

@@ -8,21 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from conftest_train import one_torch_thread  # noqa: F401  (module fixture)
 from vivavoce.errors import VivavoceError
 from vivavoce.model.fastdecode import FastDecodeConfig, FastDecoder
 from vivavoce.model.generate import GenerationConfig, SpeechSession, sample
 from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
 from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, read_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUESTION = "What is the capital of France?"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
