@@ -23,6 +23,7 @@ import torch
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn, SpeechLMProcessor
 from vivavoce.model.speechlm import NONE, SpeechLM
+from vivavoce.model.textgen import penalise
 
 MODES = ("true", "guided")
 
@@ -49,17 +50,6 @@ class GenerationConfig:
             raise VivavoceError("temperatures must be >= 0, top_p in (0, 1], top_k >= 0")
         if not 0 <= self.min_speech_tokens <= self.max_speech_tokens:
             raise VivavoceError("need 0 <= min_speech_tokens <= max_speech_tokens")
-
-
-def penalise(logits: torch.Tensor, ids, penalty: float) -> torch.Tensor:
-    """CTRL-style repetition penalty on `ids` (in place on a copy)."""
-    if penalty == 1.0 or not len(ids):
-        return logits
-    logits = logits.clone()
-    prev = torch.tensor(sorted(set(int(i) for i in ids)))
-    vals = logits[prev]
-    logits[prev] = torch.where(vals > 0, vals / penalty, vals * penalty)
-    return logits
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -101,14 +91,9 @@ class ReferenceDecoder:
     def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None):
         t = torch.tensor([list(text_ids)])
         s = torch.tensor([list(speech_ids)]) if speech_ids is not None else torch.full_like(t, NONE)
-        m = self.model
-        x = m.embed(t, s)
-        ctx = m.context(x, cache=self.cache)
-        for layer in m.shared_layers:
-            x = layer(x, cache=self.cache, use_cache=True, **ctx)
-        th, sh = m.branches_from_hidden(x, ctx=ctx, cache=self.cache)
-        tl = m.text_head(th[0, -1]).float() if want_text else None
-        sl = m.speech_head(sh[0, -1]).float() if want_speech else None
+        out = self.model(t, s, cache=self.cache, use_cache=True, logits_to_keep=1)  # both branches: cache whole
+        tl = out.text_logits[0, -1].float() if want_text else None
+        sl = out.speech_logits[0, -1].float() if want_speech else None
         return tl, sl
 
 

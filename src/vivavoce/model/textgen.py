@@ -45,6 +45,17 @@ class PrefixCache:
             return copy.deepcopy(self._cache), prompt_ids[n:]
 
 
+def penalise(logits: torch.Tensor, ids, penalty: float) -> torch.Tensor:
+    """CTRL-style repetition penalty on the token `ids` already produced (on a copy of `logits`)."""
+    if penalty == 1.0 or not len(ids):
+        return logits
+    logits = logits.clone()
+    prev = torch.tensor(sorted(set(int(i) for i in ids)))
+    vals = logits[prev]
+    logits[prev] = torch.where(vals > 0, vals / penalty, vals * penalty)
+    return logits
+
+
 @torch.inference_mode()
 def stream_tokens(
     backbone: Backbone, prompt_ids: list[int], config: TextGenConfig = TextGenConfig(), prefix: PrefixCache | None = None
@@ -58,11 +69,7 @@ def stream_tokens(
     for _ in range(config.max_new_tokens):
         out = backbone.model(input_ids=ids, cache=past, use_cache=True, logits_to_keep=1)
         past = out.cache
-        logits = out.logits[0, -1].float()
-        if seen and config.repetition_penalty != 1.0:
-            prev = torch.tensor(sorted(set(seen)))
-            vals = logits[prev]
-            logits[prev] = torch.where(vals > 0, vals / config.repetition_penalty, vals * config.repetition_penalty)
+        logits = penalise(out.logits[0, -1].float(), seen, config.repetition_penalty)
         token = int(torch.argmax(logits))
         if token in stops:
             return
