@@ -304,6 +304,30 @@ def test_checkpoint_round_trip(backbone, model, tmp_path):
         read_checkpoint(tmp_path / "missing.safetensors")
 
 
+
+def test_stage_1_checkpoint_starts_a_stage_2_model(backbone, model, tmp_path):
+    """Stage 2 starts from stage 1's weights: the speech parts load, the shared layers' trainable copy keeps the
+    backbone's weights; without `across_stages` the differing config is refused."""
+    path = tmp_path / "stage1.safetensors"
+    model.save_trainable(path)
+    stage2 = SpeechLM(backbone, replace(model.config, train_shared=True))
+    with pytest.raises(VivavoceError, match="made for"):
+        stage2.load_trainable(path)
+    with torch.no_grad():  # so that equal weights below can only come from the file
+        for p in stage2.trainable_modules()["speech_layers"].parameters():
+            p.zero_()
+        stage2.speech_embed.weight.zero_()
+        stage2.speech_head.weight.zero_()
+    stage2.load_trainable(path, across_stages=True)
+    own = stage2.trainable_state_dict()
+    for k, v in model.trainable_state_dict().items():
+        assert torch.equal(own[k], v)
+    for shared, original in zip(stage2.shared_layers, backbone.layers):
+        assert shared is not original and all(
+            torch.equal(a, b) for a, b in zip(shared.state_dict().values(), original.state_dict().values())
+        )
+    del stage2
+
 def test_engine_without_checkpoint_is_one_line_error(tmp_path):
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -167,19 +167,26 @@ class SpeechLM(nn.Module):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         save_file(state, str(path), metadata=meta)
 
-    def load_trainable(self, path: str | Path) -> None:
+    def load_trainable(self, path: str | Path, across_stages: bool = False) -> None:
+        """Trainable weights from a checkpoint of this same model. `across_stages`: train_shared may differ, e.g. a
+        stage-1 checkpoint into a stage-2 model, whose shared layers' trainable copy then keeps the backbone's
+        weights (and a stage-2 checkpoint's shared layers are left out of a stage-1 model)."""
         config, state = read_checkpoint(path)
+        if across_stages:
+            config = replace(config, train_shared=self.config.train_shared)
         if config != self.config:
             raise VivavoceError(f"{path}: made for {config}, not this model's {self.config}")
         own = self.trainable_state_dict()
-        missing = sorted(set(own) - set(state))
+        optional = "shared_layers." if across_stages else None
+        missing = sorted(k for k in own if k not in state and not (optional and k.startswith(optional)))
         if missing:
             raise VivavoceError(f"{path}: lacks {len(missing)} weights (first: {missing[0]})")
         with torch.no_grad():
             for name, module in self.trainable_modules().items():
                 prefix = name + "."
                 sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                module.load_state_dict({k: v.to(own[prefix + k].dtype) for k, v in sub.items()})
+                if sub:  # absent only where allowed above
+                    module.load_state_dict({k: v.to(own[prefix + k].dtype) for k, v in sub.items()})
 
     @classmethod
     def load(cls, path: str | Path, backbone: Backbone) -> "SpeechLM":

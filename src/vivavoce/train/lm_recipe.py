@@ -212,20 +212,7 @@ class LMRecipe(Recipe):
     def _init_from(self, path: str) -> None:
         """Start from another run's trainable weights: the same model, or stage 1's for stage 2 (the shared layers'
         trainable copy then starts from the backbone's)."""
-        from vivavoce.model.speechlm import read_checkpoint
-
-        config, state = read_checkpoint(path)
-        if {**asdict(config), "train_shared": None} != {**asdict(self.model.config), "train_shared": None}:
-            raise VivavoceError(f"{path}: made for {config}, not {self.model.config}")
-        own = self.model.trainable_state_dict()
-        missing = sorted(k for k in own if k not in state and not k.startswith("shared_layers."))
-        if missing:
-            raise VivavoceError(f"{path}: lacks {len(missing)} weights (first: {missing[0]})")
-        with torch.no_grad():
-            for name, module in self.model.trainable_modules().items():
-                sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
-                if sub:
-                    module.load_state_dict({k: v.to(own[f"{name}.{k}"].dtype) for k, v in sub.items()})
+        self.model.load_trainable(path, across_stages=True)
         self.log(f"started from {path}")
 
     def _grids(self, examples: list[Example]):
@@ -322,7 +309,7 @@ class LMRecipe(Recipe):
     @torch.no_grad()
     def held_out_text_loss(self) -> float:
         """Mean text loss of the backbone path on held-out answers (t2t, dev+test): stage 2's perplexity check."""
-        rows = self.replay_dev if self.replay_dev is not None else None
+        rows = self.replay_dev
         if rows is None:
             return float("nan")
         total = 0.0
@@ -336,9 +323,6 @@ class LMRecipe(Recipe):
     def to(self, device: str) -> None:
         self.model.to(device)
         self.device = device
-
-    def parameters(self):
-        return [p for p in self.model.parameters() if p.requires_grad]
 
     def save(self, path: Path, step: int) -> None:
         dtype = {"bfloat16": torch.bfloat16, "float32": None}.get(self.cfg.save_dtype)
