@@ -9,7 +9,7 @@ speaks it; in "true" mode there is no text at all.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -143,9 +143,7 @@ class SpeechLMEngine:
             yield AudioChunk(pcm.astype(np.float32), self.sample_rate)
 
     def _generation(self, options: ResponseOptions) -> GenerationConfig:
-        from dataclasses import replace
-
-        mode = getattr(options, "mode", None) or self.config.mode
+        mode = options.mode or self.config.mode
         return replace(self.config.generation, mode=mode, max_text_tokens=options.max_answer_tokens)
 
 

@@ -34,6 +34,11 @@ class FastDecodeConfig:
     max_len: int = 2048  # positions of the static KV cache
 
 
+def _activation_dtype(dtype: str) -> torch.dtype:
+    """Hidden states and KV cache: bf16 with bf16 weights; fp32 otherwise (int8 quantises activations itself)."""
+    return torch.bfloat16 if dtype == "bfloat16" else torch.float32
+
+
 def _linear(weight: torch.Tensor, dtype: str):
     """x → x @ weight.T in the chosen storage."""
     w = weight.detach().float()
@@ -74,7 +79,7 @@ class _Layer:
         self.o = _linear(att.o_proj.weight, dtype)
         self.gate_up = _linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().float() * gain2, dtype)
         self.down = _linear(mlp.down_proj.weight, dtype)
-        self.act = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        self.act = _activation_dtype(dtype)
         self.inter = cfg.intermediate_size
         self.k = torch.zeros(KV, max_len, hd, dtype=self.act)
         self.v = torch.zeros_like(self.k)
@@ -114,9 +119,8 @@ def _rms(x, weight, eps: float):
 class _Branch:
     def __init__(self, layers, cfg, dtype, max_len, norm=None, head=None):
         self.layers = [_Layer(layer, cfg, dtype, max_len) for layer in layers]
-        act = torch.bfloat16 if dtype == "bfloat16" else torch.float32
         if norm is not None:
-            self.norm, self.eps = norm.weight.detach().to(act), norm.variance_epsilon
+            self.norm, self.eps = norm.weight.detach().to(_activation_dtype(dtype)), norm.variance_epsilon
             self.head = _linear(head.weight, dtype)
             # Below fp32 the head's top candidates are re-scored exactly (fp32 rows of the original weight): int8
             # logits flipped near-ties such as "." vs <|im_end|>, bf16 logits (0.125 apart near 25) tie outright.
@@ -136,11 +140,6 @@ class _Branch:
         return out
 
 
-def _layers_norm_head(branch, cfg, config):
-    layers, norm, head = branch
-    return layers, cfg, config.dtype, config.max_len, norm, head
-
-
 class FastDecoder:
     """Incremental decoding with a static cache. `step(text_ids, speech_ids)` appends positions and returns the
     last position's (text logits, speech logits) as 1-D fp32 tensors, None where not asked for."""
@@ -150,12 +149,16 @@ class FastDecoder:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
         self.max_len = config.max_len
-        self.act = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+        self.act = _activation_dtype(config.dtype)
         self.text_embed = text_embed.weight.detach()
         self.speech_embed = speech_embed.weight.detach() if speech_embed is not None else None
         self.shared = _Branch(shared, cfg, config.dtype, config.max_len)
-        self.text = _Branch(*_layers_norm_head(text_branch, cfg, config))
-        self.speech = _Branch(*_layers_norm_head(speech_branch, cfg, config)) if speech_branch is not None else None
+        layers, norm, head = text_branch
+        self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
+        self.speech = None
+        if speech_branch is not None:
+            layers, norm, head = speech_branch
+            self.speech = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
         with torch.no_grad():
             pos = torch.arange(config.max_len).unsqueeze(0)
             cos, sin = rotary(torch.zeros(1, dtype=torch.float32), pos)

@@ -124,8 +124,8 @@ class SpeechLMProcessor:
         self.config = config or ProcessorConfig()
         self.sos, self.eos = self.model_config.sos, self.model_config.eos
         self.im_start, self.im_end = self._special("<|im_start|>"), self._special("<|im_end|>")
-        self.newline = self._ids("\n")
-        self.role_ids = {role: self._ids(role) for role in ROLES}
+        self.newline = self.text_ids("\n")
+        self.role_ids = {role: self.text_ids(role) for role in ROLES}
         self.stop_ids = sorted({self.im_end, tokenizer.eos_token_id} - {None})  # end of a text reply
 
     def header_ids(self, role: str) -> list[int]:
@@ -138,11 +138,8 @@ class SpeechLMProcessor:
             raise VivavoceError(f"the backbone's tokenizer has no {token} (ChatML) token")
         return tid
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
     def text_ids(self, text: str) -> list[int]:
-        return self._ids(text)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     @staticmethod
     def system_turn(mode: str) -> ChatTurn:
@@ -167,7 +164,7 @@ class SpeechLMProcessor:
             train = turn.role in self.config.train_roles
             self._header(g, turn.role)
             speech = self._speech_of(turn, codec)
-            text = self._ids(turn.text) if turn.text else []
+            text = self.text_ids(turn.text) if turn.text else []
             if speech is not None and turn.role == "assistant" and text:
                 self._guided(g, text, speech, train)
                 self._text(g, [self.im_end], train=False)
