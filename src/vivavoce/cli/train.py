@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time, in all (overrides)")
     p.add_argument("--out", help="run directory (overrides loop.out_dir)")
     p.add_argument("--manifest", help="training manifest JSONL (overrides loop.manifest)")
+    p.add_argument("--init-from", help="a new run starts from this checkpoint's weights (a resumed run ignores it)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.stage = args.stage
         cfg.model.train_shared = args.stage == 2
     for name, value in (("device", args.device), ("steps", args.steps), ("max_minutes", args.max_minutes),
-                        ("out_dir", args.out), ("manifest", args.manifest)):  # fmt: skip
+                        ("out_dir", args.out), ("manifest", args.manifest), ("init_from", args.init_from)):  # fmt: skip
         if value is not None:
             setattr(cfg.loop, name, value)
     if cfg.loop.device.startswith("cuda"):

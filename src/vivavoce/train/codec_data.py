@@ -1,6 +1,8 @@
 """A small synthetic speech set for the codec until the corpus lands: Piper (joe) and espeak-ng voices.
 
     python -m vivavoce.train.codec_data --out cache/codec-data [--per-voice 40]
+    python -m vivavoce.train.codec_data --out cache/codec-extra --per-voice 120 --seed 7 --exclude cache/codec-data/test.jsonl
+    python -m vivavoce.train.codec_data merge cache/codec-mix.jsonl cache/codec-data/train.jsonl corpus/small/... [--max-rows N]
 
 Writes 16 kHz WAVs, `train.jsonl` and `test.jsonl` manifests (audio, text, phonemes, speaker) and warms the
 feature cache (`features.load_items`). Test sentences are never spoken in training; the test set also has one
@@ -81,6 +83,12 @@ PLACES = ["near the station", "in the morning", "after lunch", "by the river", "
 TRAIN_ESPEAK = [EspeakSettings("en-us", 160, 50), EspeakSettings("en-gb+f3", 150, 60),
                 EspeakSettings("en-gb-scotland+m3", 170, 40), EspeakSettings("en-us+f2", 175, 65),
                 EspeakSettings("en-029+m2", 145, 45)]  # fmt: skip
+# more timbres for cloning (`--more-voices`); none is the RP accent the test's unseen voice speaks
+MORE_ESPEAK = [EspeakSettings("en-us+m1", 150, 35), EspeakSettings("en-us+f1", 165, 70),
+               EspeakSettings("en-gb+m4", 155, 45), EspeakSettings("en-gb-x-gbclan+f5", 170, 60),
+               EspeakSettings("en-gb-x-gbcwmd+m6", 140, 40), EspeakSettings("en-029+f3", 160, 75),
+               EspeakSettings("en-us+Annie", 165, 55), EspeakSettings("en-gb+Andy", 150, 50),
+               EspeakSettings("en-us+belinda", 170, 62), EspeakSettings("en-gb-scotland+f4", 155, 58)]  # fmt: skip
 TEST_ESPEAK = EspeakSettings("en-gb-x-rp+f4", 160, 55)  # never heard in training
 PIPER = [PiperSettings(1.0, 0.667, 0.8), PiperSettings(0.85, 0.5, 0.6), PiperSettings(1.2, 0.8, 0.9)]
 
@@ -97,16 +105,46 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return out[:n]
 
 
+def merge(out: str | Path, manifests: list[str], max_rows: int = 0, seed: int = 0) -> int:
+    """One training manifest from several (this script's and the corpus's), audio paths made absolute so the
+    result can live anywhere; `max_rows` keeps a random share of each input so one voice does not dominate."""
+    from vivavoce.train.features import read_manifest
+
+    rows = []
+    for m in manifests:
+        part = read_manifest(m)
+        if max_rows and len(part) > max_rows:
+            part = random.Random(seed).sample(part, max_rows)
+        rows += [{k: r[k] for k in ("id", "audio", "text", "phonemes", "speaker")} | {"audio": str(Path(r["audio"]).resolve())}
+                 for r in part]  # fmt: skip
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"{len(rows)} rows from {len(manifests)} manifests -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    if argv[:1] == ["merge"]:
+        m = argparse.ArgumentParser(prog="codec_data merge", description=merge.__doc__.splitlines()[0])
+        m.add_argument("out")
+        m.add_argument("manifests", nargs="+")
+        m.add_argument("--max-rows", type=int, default=0, help="at most this many rows from each manifest (0 = all)")
+        a = m.parse_args(argv[1:])
+        return merge(a.out, a.manifests, a.max_rows)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="cache/codec-data")
     p.add_argument("--per-voice", type=int, default=40, help="training utterances per voice setting")
     p.add_argument("--test", type=int, default=12, help="held-out sentences")
+    p.add_argument("--seed", type=int, default=0, help="sentence draw; the default reproduces the shipped test set")
+    p.add_argument("--exclude", help="a manifest whose sentences must not be spoken here (another set's test.jsonl)")
+    p.add_argument("--more-voices", action="store_true", help="add 10 more espeak-ng timbres to the training voices")
     args = p.parse_args(argv)
     out = Path(args.out)
     (out / "wav").mkdir(parents=True, exist_ok=True)
-    voices = [("piper", s) for s in PIPER] + [("espeak", s) for s in TRAIN_ESPEAK]
-    texts = sentences(args.test + args.per_voice * len(voices) // 2)
+    voices = [("piper", s) for s in PIPER] + [("espeak", s) for s in TRAIN_ESPEAK + MORE_ESPEAK * args.more_voices]
+    banned = {json.loads(line)["text"] for line in Path(args.exclude).read_text().splitlines()} if args.exclude else set()
+    texts = [t for t in sentences(args.test + args.per_voice * len(voices) // 2 + len(banned), args.seed) if t not in banned]
     test_texts, train_texts = texts[: args.test], texts[args.test :]
     piper = PiperTTS()
     phonemes: dict[str, str] = {}

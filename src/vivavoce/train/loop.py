@@ -46,6 +46,7 @@ class LoopConfig:
     device: str = "cpu"
     bf16: bool = False  # autocast matmuls to bfloat16 (CPU or CUDA)
     threads: int = 1
+    init_from: str = ""  # warm start: a checkpoint of the same kind whose weights a new run starts from
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
@@ -161,6 +162,9 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
         opt.load_state_dict(unflatten_optimizer(load_file(str(out / "optim.safetensors")), rest))
         step, elapsed = state["step"], state["elapsed"]
         print(f"resuming {recipe.kind} from step {step}", flush=True)
+    elif cfg.init_from:
+        recipe.load(Path(cfg.init_from))
+        print(f"{recipe.kind}: starting from the weights of {cfg.init_from}", flush=True)
     recipe.to(cfg.device)
     for group in opt.state.values():
         for k, v in group.items():
