@@ -4,7 +4,9 @@ joe, trained espeak voices and one espeak voice never heard in training).
 Systems compared on the same clips: the original, Griffin-Lim (librosa, 32 iterations) of the original's mel,
 our vocoder on the original's mel (copy synthesis), full codec resynthesis (tokens -> decoder -> vocoder) and
 Griffin-Lim of the decoder's mel. Metrics: WER by Whisper tiny.en, DNSMOS OVRL, Resemblyzer similarity to the
-original; tokenizer phone error rate (greedy CTC vs espeak-ng), code usage and perplexity, bitrate; encode and
+original; tokenizer phone error rate (greedy CTC vs espeak-ng), code usage and perplexity, bitrate, token
+stability (share of tokens unchanged when the same clip is 3 dB louder, or has white noise at 30 dB SNR: a speech
+LM can only learn to predict tokens that do not flip with such nuisances); encode and
 decode real-time factor on one core; streaming first-chunk latency.
 
     PYTHONPATH=src python benchmarks/codec.py [--limit 12] [--checkpoints DIR] [--json reports/bench-codec.json]
@@ -97,6 +99,16 @@ def main() -> None:
             m = jiwer.process_words(" ".join(map(str, ref)), " ".join(map(str, hyp)) or "-")
             per_edits += m.substitutions + m.deletions + m.insertions
             per_len += len(ref)
+    # stability: the same clip with a nuisance change should give the same tokens
+    noise_rng = np.random.default_rng(0)
+    nuisances = {
+        "gain_3db": lambda a: a * 10 ** (3 / 20),
+        "noise_30db": lambda a: a + noise_rng.normal(0, np.sqrt(np.mean(a**2)) * 10 ** (-30 / 20), a.size).astype(np.float32),
+    }  # fmt: skip
+    stability = {}
+    for name, change in nuisances.items():
+        same = [float(np.mean(codec.encode(change(it.audio)) == i)) for it, i in zip(items, ids)]
+        stability[name] = round(float(np.mean(same)), 3)
     counts = Counter(int(x) for i in ids for x in i)
     total = sum(counts.values())
     entropy = -sum(c / total * math.log2(c / total) for c in counts.values())
@@ -142,7 +154,8 @@ def main() -> None:
         "systems": rows,
         "tokenizer": {"phone_error_rate": round(per_edits / max(1, per_len), 3),
                       "codebook_size": codec.tokenizer.codebook_size, "codes_used": len(counts),
-                      "code_perplexity": round(2**entropy, 1), "bitrate_bps": codec.bitrate},
+                      "code_perplexity": round(2**entropy, 1), "bitrate_bps": codec.bitrate,
+                      "tokens_unchanged": stability},
         "speed_1.3": {"duration_ratio": round(float(np.mean(ratios)), 3),
                       "mean_f0_shift_semitones": round(float(np.nanmean(f0_shift)), 2)},
         "speed_1_core": {"encode_rtf": round(enc_rtf, 4), "decode_rtf": round(dec_rtf, 4),

@@ -262,3 +262,70 @@ def test_reads_corpus_manifests(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "no audio"}\n')
     with pytest.raises(VivavoceError, match="missing keys"):
         read_manifest(tmp_path / "bad.jsonl")
+
+
+def test_frame_norm_makes_codes_level_invariant(speech):
+    """With frame_norm, a recording 6 dB louder gives the same encoder input above the log floor; without it the
+    pre-quantisation vectors move with the level (the test fails if frame_norm does nothing)."""
+    mel, louder = log_mel(speech)[None], log_mel(speech * 2.0)[None]
+    moved = {}
+    for norm in (False, True):
+        torch.manual_seed(0)
+        tok = Tokenizer(TokenizerConfig(fsq_levels=[4, 4, 4, 4, 4], frame_norm=norm)).eval()
+        with torch.no_grad():
+            z0, _, ids0, _ = tok.encode(mel)
+            z1, _, ids1, _ = tok.encode(louder)
+        moved[norm] = float((z0 - z1).abs().mean() / z0.abs().mean())
+    assert moved[True] < 0.1 * moved[False], moved
+
+
+def test_stability_training_losses(tmp_path):
+    """Two-view tokenizer training reports the consistency and grid terms, and weighting consistency up brings the
+    louder, noisier view's vectors much closer to the original's than the same training without it."""
+    import random
+
+    from vivavoce.train.codec_recipes import TokenizerRecipe, TokenizerTrainConfig
+    from vivavoce.train.loop import LoopConfig
+
+    _tiny_run(tmp_path)  # writes the two-clip manifest
+
+    def trained(weight: float) -> tuple[dict, float]:
+        torch.manual_seed(0)
+        cfg = TokenizerTrainConfig(
+            loop=LoopConfig(manifest=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"), batch_size=2),
+            model=TokenizerConfig(dim=32, layers=1, heads=2, conv_dim=16, fsq_levels=[4, 4, 4], frame_norm=True),
+            consistency_weight=weight, grid_weight=1.0)  # fmt: skip
+        recipe = TokenizerRecipe(cfg)
+        first = recipe.step_losses(random.Random(0))
+        opt = torch.optim.Adam(recipe.model.parameters(), lr=3e-3)
+        for step in range(30):
+            opt.zero_grad()
+            recipe.step_losses(random.Random(step))["loss"].backward()
+            opt.step()
+        recipe.model.eval()  # no dropout: the same draw gives the same views
+        with torch.no_grad():
+            return first, float(recipe.step_losses(random.Random(0))["consistency"])
+
+    first, with_term = trained(50.0)
+    assert {"consistency", "grid", "same_code", "ctc"} <= set(first) and torch.isfinite(first["loss"])
+    assert 0.0 <= float(first["same_code"]) <= 1.0
+    _, without = trained(1e-9)
+    assert with_term < 0.5 * without, (with_term, without)
+
+
+def test_tokenizer_fingerprint_binds_the_speech_lm(codec):
+    """A speech LM checkpoint names the tokenizer it learned; the engine refuses any other one."""
+    from vivavoce.codec.codec import tokenizer_fingerprint
+    from vivavoce.engine.speechlm import check_codec
+
+    fp = codec.tokenizer_fingerprint
+    assert len(fp) == 16 and fp == tokenizer_fingerprint(codec.tokenizer)
+    other = Tokenizer(codec.tokenizer.cfg)
+    other.load_state_dict(codec.tokenizer.state_dict())
+    with torch.no_grad():
+        other.to_fsq.bias.add_(1e-3)
+    assert tokenizer_fingerprint(other) != fp
+    check_codec({"codec_tokenizer": fp}, fp, Path("lm.safetensors"))
+    check_codec({}, fp, Path("lm.safetensors"))  # older checkpoints: no fingerprint recorded
+    with pytest.raises(VivavoceError, match="retrain the speech LM"):
+        check_codec({"codec_tokenizer": tokenizer_fingerprint(other)}, fp, Path("lm.safetensors"))

@@ -30,6 +30,16 @@ def default_checkpoint_dir(profile: str = "lite-16k") -> Path:
     return Path(str(resources.files("vivavoce"))) / "checkpoints" / f"codec-{profile}"
 
 
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class Codec:
     def __init__(self, tokenizer: Tokenizer, decoder: Decoder, vocoder: Vocoder):
         if list(decoder.cfg.fsq_levels) != list(tokenizer.cfg.fsq_levels):
@@ -44,6 +54,12 @@ class Codec:
             load_model(d / "decoder.safetensors", Decoder, DecoderConfig, "decoder"),
             load_model(d / "vocoder.safetensors", Vocoder, VocoderConfig, "vocoder"),
         )
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        """A short hash of the tokenizer's weights: a speech LM trained on its codes records it, so that a codec
+        whose tokenizer was retrained is caught instead of silently turning the LM's speech into noise."""
+        return tokenizer_fingerprint(self.tokenizer)
 
     @property
     def sample_rate(self) -> int:

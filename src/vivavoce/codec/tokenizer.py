@@ -18,6 +18,7 @@ from vivavoce.codec.layers import CausalConv1d, ConvNeXtBlock
 from vivavoce.codec.phonemes import vocab_size
 
 FRAME_RATE = 100.0  # log-mel frames per second (mel.HOP = 10 ms)
+FRAME_RANGE = 8.0  # nats of log-mel power (35 dB) kept below each frame's peak when frame_norm is on
 
 
 @dataclass
@@ -33,6 +34,10 @@ class TokenizerConfig:
     fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 4, 4])
     ctc_upsample: int = 4  # CTC frames per token: phonemes come faster than 12.5 Hz
     dropout: float = 0.1
+    # Each frame relative to its loudest bin, floored FRAME_RANGE below it: a louder or quieter recording then gives
+    # the same input (exactly, for frames whose loudest bin is FRAME_RANGE above the mel's absolute floor), so
+    # codes cannot depend on level. Per frame, so it stays causal and streamable.
+    frame_norm: bool = False
 
     @property
     def frames_per_token(self) -> int:
@@ -157,7 +162,11 @@ class Tokenizer(nn.Module):
     def encode(self, mel: torch.Tensor, state: EncoderState | None = None):
         """mel (B, n_mels, T) -> (z (B, n, D) pre-quantisation, codes (B, n, D), ids (B, n), new state)."""
         st = state or self.initial_state(mel.shape[0])
-        x = (mel + 5.0) / 4.0  # log-mel of speech lies roughly in -11..3
+        if self.cfg.frame_norm:
+            rel = (mel - mel.amax(dim=1, keepdim=True)).clamp_min(-FRAME_RANGE)
+            x = (rel + FRAME_RANGE / 2) / (FRAME_RANGE / 2)
+        else:
+            x = (mel + 5.0) / 4.0  # log-mel of speech lies roughly in -11..3
         x, c1 = self._conv(self.conv1, x, st.conv1)
         x, c2 = self._conv(self.conv2, F.gelu(x), st.conv2)
         x = torch.cat([st.pending, F.gelu(x)], dim=-1)

@@ -46,6 +46,15 @@ class SpeechLMEngineConfig:
     decode_chunk: int = 2
 
 
+def check_codec(meta: dict, fingerprint: str, path: Path) -> None:
+    """The speech LM predicts the ids of the tokenizer it was trained on; any other tokenizer's ids mean nothing to
+    it. Checkpoints from before the fingerprint was recorded are taken on trust."""
+    trained_on = meta.get("codec_tokenizer")
+    if trained_on and trained_on != fingerprint:
+        raise VivavoceError(f"{path}: trained on codec tokenizer {trained_on}, but the codec's tokenizer is "
+                            f"{fingerprint}: retrain the speech LM on this codec's tokens")
+
+
 class SpeechLMEngine:
     name = "speechlm"
 
@@ -60,6 +69,7 @@ class SpeechLMEngine:
         from vivavoce.codec import Codec
 
         self.codec = Codec.load()
+        check_codec(meta, self.codec.tokenizer_fingerprint, path)
         self.sample_rate = self.codec.sample_rate
         self.model = SpeechLM.load(path, load_backbone(config.backbone))
         layout = {f.name for f in fields(ProcessorConfig)} - {"train_roles", "max_len"}  # what decoding must match

@@ -34,7 +34,9 @@ from vivavoce.model.speechlm import IGNORE, NONE, SpeechLMConfig
 from vivavoce.model.textgen import SPOKEN_STYLE_PROMPT
 
 MODE_PROMPTS = {
-    "s2s": SPOKEN_STYLE_PROMPT + " The user speaks to you; answer in speech.",
+    # S→S is the frozen LLM's own spoken-style prompt, unchanged: guided mode then writes the very answer the
+    # corpus recorded for the question (any extra sentence here changes what the frozen text branch says).
+    "s2s": SPOKEN_STYLE_PROMPT,
     "s2t": SPOKEN_STYLE_PROMPT + " The user speaks to you; answer in text.",
     "t2s": SPOKEN_STYLE_PROMPT + " The user writes to you; answer in speech.",
     "t2t": SPOKEN_STYLE_PROMPT + " The user writes to you; answer in text.",

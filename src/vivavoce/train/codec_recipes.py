@@ -35,6 +35,14 @@ class TokenizerTrainConfig:
     # in a first run, during CTC's blank plateau). This keeps z in the range where rounding still discriminates.
     saturation_weight: float = 1.0
     spec_augment: bool = True
+    # Token stability. A speech LM can only predict tokens that do not flip when the same speech is louder or a
+    # little noisy, so each batch is also encoded as a second view (gain, white noise) that must give the same
+    # pre-quantisation vector (consistency) and CTC transcript; the grid term pulls each vector to the centre of its
+    # FSQ cell, away from the rounding edges where a small change flips the code. 0 turns a term off.
+    consistency_weight: float = 0.0
+    grid_weight: float = 0.0
+    view_gain_db: float = 6.0
+    view_snr_db: list[float] = field(default_factory=lambda: [15.0, 40.0])
 
 
 @dataclass
@@ -92,6 +100,10 @@ class TokenizerRecipe(Recipe):
             targets.append(t)
             n_tok.append(m.shape[1] // fpt)
         mel = _pad_mels(mels)
+        two_views = self.cfg.consistency_weight > 0
+        if two_views:  # the second view, from the waveform: the same speech, louder or quieter, with noise
+            mel = torch.cat([mel, _pad_mels([self._nuisance_view(pick[b], m.shape[1], rng) for b, m in enumerate(mels)])])
+            targets, n_tok = targets * 2, n_tok * 2
         if self.cfg.spec_augment:
             mel = _spec_augment(mel, rng)
         mel = mel.to(self.device)
@@ -103,9 +115,32 @@ class TokenizerRecipe(Recipe):
         tgt = torch.tensor([p for t in targets for p in t], dtype=torch.long)
         ctc = F.ctc_loss(logp.transpose(0, 1), tgt, in_len, tgt_len, blank=0, zero_infinity=True)
         sat = (z.float().abs() - 1.5).clamp_min(0).pow(2).mean()
-        used = ids.unique().numel()
-        return {"loss": ctc + self.cfg.saturation_weight * sat, "ctc": ctc.detach(), "saturation": sat.detach(),
-                "codes_in_batch": torch.tensor(float(used))}
+        loss = ctc + self.cfg.saturation_weight * sat
+        out = {"ctc": ctc.detach(), "saturation": sat.detach(), "codes_in_batch": torch.tensor(float(ids.unique().numel()))}
+        valid = torch.arange(z.shape[1])[None] < torch.tensor(n_tok)[:, None]  # (B, n): padding excluded
+        bounded = self.model.fsq.bound(z.float())
+        if self.cfg.grid_weight > 0:
+            grid = ((bounded - bounded.round().detach()) ** 2).mean(-1)[valid].mean()
+            loss = loss + self.cfg.grid_weight * grid
+            out["grid"] = grid.detach()
+        if two_views:
+            half = len(pick)
+            a, b = bounded[:half], bounded[half:]
+            cons = ((a - b) ** 2).mean(-1)[valid[:half]].mean()
+            loss = loss + self.cfg.consistency_weight * cons
+            same = (ids[:half] == ids[half:])[valid[:half]].float().mean()
+            out.update(consistency=cons.detach(), same_code=same.detach())
+        return {"loss": loss, **out}
+
+    def _nuisance_view(self, i: int, frames: int, rng: random.Random) -> np.ndarray:
+        from vivavoce.codec.mel import log_mel
+
+        audio = self.items[i].audio[: frames * 160]
+        gain = 10 ** (rng.uniform(-self.cfg.view_gain_db, self.cfg.view_gain_db) / 20)
+        snr = rng.uniform(*self.cfg.view_snr_db)
+        noise = np.random.default_rng(rng.randrange(2**32)).normal(size=audio.size).astype(np.float32)
+        noisy = gain * (audio + noise * np.sqrt(np.mean(audio**2) + 1e-10) * 10 ** (-snr / 20))
+        return log_mel(np.clip(noisy, -1, 1)).numpy()[:, :frames]
 
 
 def _spec_augment(mel: torch.Tensor, rng: random.Random) -> torch.Tensor:

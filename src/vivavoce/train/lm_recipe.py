@@ -438,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="dev")
     p.add_argument("--voice-corpus", help="corpus whose assistant utterances give the voice d-vector")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--codec", help="export: codec checkpoint folder whose tokenizer made the training tokens "
+                   "(default: the shipped one); its fingerprint is stored so the engine can check it")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -448,8 +450,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.dst:
             raise VivavoceError("export needs a destination path")
+        from vivavoce.codec import Codec
+
         voice = assistant_dvector(args.voice_corpus) if args.voice_corpus else None
-        path = export_checkpoint(args.src, args.dst, args.dtype, voice)
+        codec = {"codec_tokenizer": Codec.load(args.codec).tokenizer_fingerprint}
+        path = export_checkpoint(args.src, args.dst, args.dtype, voice, extra=codec)
     except VivavoceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
