@@ -4,6 +4,7 @@ weights untouched), resume after a kill, checkpoint round trip, bad config / man
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -194,6 +195,7 @@ def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
 
     per_task = evaluate_checkpoint(tmp_path / "m.safetensors", tokens, "dev", backbone)
     assert per_task["tts"]["speech_targets"] > 20 and "text" in per_task["asr"] and "speech" not in per_task["s2t"]
+    assert 0 < per_task["tts"]["speech_unigram_entropy"] <= math.log(per_task["tts"]["speech_targets"])
     voice = [0.0625] * 256
     small = export_checkpoint(tmp_path / "m.safetensors", tmp_path / "ship.safetensors", voice=voice)
     assert small.stat().st_size < 0.55 * (tmp_path / "m.safetensors").stat().st_size

@@ -397,6 +397,7 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
     for task in sorted({e.task for e in examples}):
         rows = pack([proc.encode(e.turns, mode=e.mode) for e in examples if e.task == task], row_tokens)
         sums = {"speech": 0.0, "speech_acc": 0.0, "text": 0.0, "speech_n": 0, "text_n": 0}
+        counts = torch.zeros(config.speech_vocab + 2)
         for i in range(len(rows)):
             r = rows.take(slice(i, i + 1))
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -410,14 +411,17 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
                     sums["speech"] += float(F.cross_entropy(logits, r.speech_targets[sm], reduction="sum"))
                     sums["speech_acc"] += float((logits.argmax(-1) == r.speech_targets[sm]).sum())
                     sums["speech_n"] += n
+                    counts += torch.bincount(r.speech_targets[sm], minlength=counts.numel())[: counts.numel()].float()
                 if th is not None:
                     logits = model.text_head(th[tm]).float()
                     sums["text"] += float(F.cross_entropy(logits, r.text_targets[tm], reduction="sum"))
                     sums["text_n"] += int(tm.sum())
         res = {"examples": rows.examples}
         if sums["speech_n"]:
+            # the loss a model would get that knows only how often each code occurs here (no context at all)
+            p = counts[counts > 0] / counts.sum()
             res.update(speech=sums["speech"] / sums["speech_n"], speech_acc=sums["speech_acc"] / sums["speech_n"],
-                       speech_targets=sums["speech_n"])  # fmt: skip
+                       speech_targets=sums["speech_n"], speech_unigram_entropy=float(-(p * p.log()).sum()))  # fmt: skip
         if sums["text_n"]:
             res.update(text=sums["text"] / sums["text_n"], text_targets=sums["text_n"])
         out[task] = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}
