@@ -329,3 +329,39 @@ def test_tokenizer_fingerprint_binds_the_speech_lm(codec):
     check_codec({}, fp, Path("lm.safetensors"))  # older checkpoints: no fingerprint recorded
     with pytest.raises(VivavoceError, match="retrain the speech LM"):
         check_codec({"codec_tokenizer": tokenizer_fingerprint(other)}, fp, Path("lm.safetensors"))
+
+
+def test_hq48k_trains_on_native_audio_from_a_lite_start(tmp_path):
+    """hq-48k targets come from the rows' native-rate audio (here espeak's 22.05 kHz), the mel loss covers the
+    whole 48 kHz band, and a lite-16k checkpoint seeds every tensor whose shape matches."""
+    import random
+
+    from vivavoce.audio.io import write_audio
+    from vivavoce.codec.vocoder import VocoderConfig
+    from vivavoce.speechtools.tts import espeak_synthesize
+    from vivavoce.train.codec_recipes import VocoderRecipe, VocoderTrainConfig
+    from vivavoce.train.loop import LoopConfig, warm_start
+
+    rows = []
+    for i, text in enumerate(["A clip at its native rate.", "Another one, a little longer than the first."]):
+        native, rate = espeak_synthesize(text)
+        assert rate == 22050
+        path = write_audio(tmp_path / f"n{i}.wav", native, rate)
+        rows.append({"audio": str(write_audio(tmp_path / f"u{i}.wav", espeak16k(text), 16000)), "audio_native": str(path),
+                     "text": text, "phonemes": espeak_phonemes(text), "speaker": "espeak"})  # fmt: skip
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lite = Vocoder(VocoderConfig(dim=16, layers=1))
+    save_model(tmp_path / "lite.safetensors", lite, "vocoder")
+    loop = LoopConfig(manifest=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"), batch_size=2)
+    hq = VocoderConfig(profile="hq-48k", sample_rate=48000, hop=480, n_fft=1920, dim=16, layers=2)
+    recipe = VocoderRecipe(VocoderTrainConfig(loop=loop, model=hq, segment_frames=24))
+    assert all(t.size >= it.mel.shape[1] * 480 for t, it in zip(recipe.targets, recipe.items))
+    warm_start(recipe, tmp_path / "lite.safetensors")
+    assert torch.equal(recipe.model.embed.weight, lite.embed.weight)
+    assert recipe.model.head.weight.shape[0] == 1922 and recipe.mel.cfg.fmax == 24000
+    losses = recipe.step_losses(random.Random(0))
+    assert torch.isfinite(losses["loss"]) and losses["mel_l1"] > 0
+    (tmp_path / "no-native.jsonl").write_text(json.dumps({k: v for k, v in rows[0].items() if k != "audio_native"}))
+    loop.manifest = str(tmp_path / "no-native.jsonl")
+    with pytest.raises(VivavoceError, match="audio_native"):
+        VocoderRecipe(VocoderTrainConfig(loop=loop, model=hq, segment_frames=24))

@@ -33,7 +33,8 @@ class VocoderConfig:
 
 PROFILES = {
     "lite-16k": VocoderConfig(),
-    "hq-48k": VocoderConfig(profile="hq-48k", sample_rate=48000, hop=480, n_fft=1920, dim=384, layers=8, lookahead=2),
+    # the lite backbone widened to 6 layers (so it can start from a trained lite-16k) and a 3x wider iSTFT head
+    "hq-48k": VocoderConfig(profile="hq-48k", sample_rate=48000, hop=480, n_fft=1920, dim=128, layers=6, lookahead=2),
 }
 
 

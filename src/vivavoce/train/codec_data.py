@@ -115,8 +115,10 @@ def merge(out: str | Path, manifests: list[str], max_rows: int = 0, seed: int = 
         part = read_manifest(m)
         if max_rows and len(part) > max_rows:
             part = random.Random(seed).sample(part, max_rows)
-        rows += [{k: r[k] for k in ("id", "audio", "text", "phonemes", "speaker")} | {"audio": str(Path(r["audio"]).resolve())}
-                 for r in part]  # fmt: skip
+        for r in part:
+            row = {k: r[k] for k in ("id", "audio", "text", "phonemes", "speaker")}
+            row.update({k: str(Path(r[k]).resolve()) for k in ("audio", "audio_native") if r.get(k)})
+            rows.append(row)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} rows from {len(manifests)} manifests -> {out}")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from vivavoce.codec.checkpoint import load_model
 from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector, num_frames
-from vivavoce.codec.mel import LOG_FLOOR, LogMel
+from vivavoce.codec.mel import LOG_FLOOR, LogMel, MelConfig
 from vivavoce.codec.phonemes import encode_phonemes
 from vivavoce.codec.tokenizer import Tokenizer, TokenizerConfig
 from vivavoce.codec.vocoder import Vocoder, VocoderConfig
@@ -245,17 +245,39 @@ class VocoderRecipe(Recipe):
     def __init__(self, cfg: VocoderTrainConfig):
         if cfg.adversarial:
             raise VivavoceError("vocoder config: adversarial training is not implemented yet (set adversarial: false)")
-        if cfg.model.sample_rate != 16000:
-            raise VivavoceError("vocoder training reads the 16 kHz corpus; an hq-48k run needs 48 kHz audio")
         self.cfg = cfg
         self.model = Vocoder(cfg.model)
         self.items = [it for it in load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=False)
                       if it.mel.shape[1] > cfg.segment_frames + 4]  # fmt: skip
         if not self.items:
             raise VivavoceError("vocoder training: no utterance is longer than one training window")
+        # Targets at the profile's rate. The mel stays the 16 kHz one; above 16 kHz the targets come from each row's
+        # `audio_native` (the corpus's engine rate, e.g. Piper's 22.05 kHz), so the band between 8 kHz and half the
+        # native rate is real and everything above it is silence the vocoder must learn to leave empty.
+        self.targets = [it.audio for it in self.items]
+        if cfg.model.sample_rate != 16000:
+            self.items, self.targets = self._native_targets(cfg)
         self.stft_loss = MultiResolutionSTFTLoss(cfg.stft_resolutions)
-        self.mel = LogMel()
+        # the mel loss at the output rate, up to its Nyquist (the 16 kHz input mel would ignore all above 8 kHz)
+        m = cfg.model
+        n_mels = 80 if m.sample_rate == 16000 else 100
+        self.mel = LogMel(MelConfig(m.sample_rate, m.n_fft, m.hop, n_mels, 0.0, m.sample_rate / 2))
         self.device = "cpu"
+
+    def _native_targets(self, cfg: VocoderTrainConfig) -> tuple[list[Item], list[np.ndarray]]:
+        from vivavoce.audio.io import AudioLimits, read_audio
+        from vivavoce.train.features import read_manifest
+
+        native = {r["id"]: r.get("audio_native") for r in read_manifest(cfg.loop.manifest)}
+        items, targets = [], []
+        for it in self.items:
+            if native.get(it.id):
+                audio = read_audio(native[it.id], cfg.model.sample_rate, AudioLimits(max_seconds=30.0))
+                items.append(it)
+                targets.append(np.pad(audio, (0, max(0, it.mel.shape[1] * cfg.model.hop - audio.size))))
+        if not items:
+            raise VivavoceError(f"vocoder training at {cfg.model.sample_rate} Hz: no manifest row has `audio_native`")
+        return items, targets
 
     def to(self, device):
         self.model.to(device)
@@ -267,10 +289,11 @@ class VocoderRecipe(Recipe):
         T, hop = self.cfg.segment_frames, self.cfg.model.hop
         mels, wavs = [], []
         for _ in range(self.cfg.loop.batch_size):
-            it = self.items[rng.randrange(len(self.items))]
+            i = rng.randrange(len(self.items))
+            it = self.items[i]
             start = rng.randrange(0, it.mel.shape[1] - T)
             mels.append(torch.from_numpy(it.mel[:, start : start + T]))
-            wavs.append(torch.from_numpy(it.audio[start * hop : (start + T) * hop]))
+            wavs.append(torch.from_numpy(self.targets[i][start * hop : (start + T) * hop]))
         mel, wav = torch.stack(mels).to(self.device), torch.stack(wavs).to(self.device)
         # the first and last frames lack context inside a window: score only the middle
         cut = self.model.cfg.n_fft

@@ -51,12 +51,14 @@ def read_manifest(path: str | Path) -> list[dict]:
         missing = sorted(k for k in ("audio", "text", "phonemes", "speaker") if not row.get(k))
         if missing:
             raise VivavoceError(f"{path}:{n}: missing keys {missing}")
-        audio = Path(row["audio"])
-        if not audio.is_absolute():
-            near, corpus = path.parent / audio, path.parent.parent / audio
-            audio = corpus if not near.exists() and corpus.exists() else near
-        row["audio"] = str(audio)
-        row["id"] = str(row.get("id") or audio.stem)
+        for key in ("audio", "audio_native"):  # audio_native: the corpus's audio at its engine's own rate
+            if row.get(key):
+                audio = Path(row[key])
+                if not audio.is_absolute():
+                    near, corpus = path.parent / audio, path.parent.parent / audio
+                    audio = corpus if not near.exists() and corpus.exists() else near
+                row[key] = str(audio)
+        row["id"] = str(row.get("id") or Path(row["audio"]).stem)
         rows.append(row)
     if not rows:
         raise VivavoceError(f"{path}: empty manifest")

@@ -46,7 +46,7 @@ class LoopConfig:
     device: str = "cpu"
     bf16: bool = False  # autocast matmuls to bfloat16 (CPU or CUDA)
     threads: int = 1
-    init_from: str = ""  # warm start: a checkpoint of the same kind whose weights a new run starts from
+    init_from: str = ""  # warm start: a new run takes the tensors of this checkpoint whose names and shapes match
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
@@ -139,6 +139,23 @@ class Recipe:
         self.model.load_state_dict(load_model(path, self.model_cls, self.config_cls, self.kind).state_dict())
 
 
+def warm_start(recipe: Recipe, path: Path) -> None:
+    """Copy into the recipe's model every tensor of checkpoint `path` (same kind) whose name and shape match, so a
+    bigger or re-headed model can start from a smaller trained one; what was taken is printed."""
+    from vivavoce.codec.checkpoint import read_metadata
+
+    if not path.is_file():
+        raise VivavoceError(f"init_from: {path}: no such checkpoint")
+    if read_metadata(path).get("kind") != recipe.kind:
+        raise VivavoceError(f"init_from: {path} is not a {recipe.kind} checkpoint")
+    own = recipe.model.state_dict()
+    taken = {k: v for k, v in load_file(str(path)).items() if k in own and own[k].shape == v.shape}
+    if not taken:
+        raise VivavoceError(f"init_from: {path} shares no tensor with this {recipe.kind}")
+    recipe.model.load_state_dict(taken, strict=False)
+    print(f"{recipe.kind}: {len(taken)} of {len(own)} tensors from {path}", flush=True)
+
+
 def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -163,8 +180,7 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
         step, elapsed = state["step"], state["elapsed"]
         print(f"resuming {recipe.kind} from step {step}", flush=True)
     elif cfg.init_from:
-        recipe.load(Path(cfg.init_from))
-        print(f"{recipe.kind}: starting from the weights of {cfg.init_from}", flush=True)
+        warm_start(recipe, Path(cfg.init_from))
     recipe.to(cfg.device)
     for group in opt.state.values():
         for k, v in group.items():
