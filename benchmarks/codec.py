@@ -10,6 +10,12 @@ LM can only learn to predict tokens that do not flip with such nuisances); encod
 decode real-time factor on one core; streaming first-chunk latency.
 
     PYTHONPATH=src python benchmarks/codec.py [--limit 12] [--checkpoints DIR] [--json reports/bench-codec.json]
+        [--hq runs/codec/vocoder-hq48k/model.safetensors --hq-manifest corpus/small/manifests/test-shard-0-of-1.jsonl]
+
+With --hq, the hq-48k vocoder is also scored on clips that have native-rate audio (the corpus's 22.05 kHz): WER and
+DNSMOS (at 16 kHz) and, against the native original, the log-spectral distance per band (0-8 kHz, 8 kHz up to
+the native Nyquist, above it) and the share of energy above 8 kHz; the lite vocoder, whose output stops at 8 kHz,
+is the anchor.
 
 Run it alone on the machine: another CPU job beside it skews every timing.
 """
@@ -24,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 
@@ -36,6 +43,63 @@ def griffin_lim(mel: np.ndarray) -> np.ndarray:
                                                 fmax=8000.0).astype(np.float32)  # fmt: skip
 
 
+def band_lsd(x: np.ndarray, ref: np.ndarray, rate: int, lo: float, hi: float) -> float:
+    """Log-spectral distance (dB, RMS over frames and bins) between two signals at `rate`, bins in [lo, hi) Hz."""
+    import librosa
+
+    n = min(x.size, ref.size)
+    X, R = (np.abs(librosa.stft(a[:n], n_fft=2048, hop_length=512)) ** 2 + 1e-10 for a in (x, ref))
+    f = np.fft.rfftfreq(2048, 1 / rate)
+    band = (f >= lo) & (f < hi)
+    return float(np.sqrt(np.mean((10 * np.log10(X[band]) - 10 * np.log10(R[band])) ** 2)))
+
+
+def energy_above(x: np.ndarray, rate: int, hz: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    return float(spec[np.fft.rfftfreq(x.size, 1 / rate) >= hz].sum() / max(spec.sum(), 1e-12))
+
+
+def score_hq(path: str, manifest: str, cache_dir: str, codec, asr) -> dict:
+    """hq-48k vocoder against the lite one and the native-rate original, on the original clips' 16 kHz mels."""
+    from vivavoce.audio.io import read_audio, resample
+    from vivavoce.codec.checkpoint import load_model
+    from vivavoce.codec.vocoder import Vocoder, VocoderConfig
+    from vivavoce.eval.intelligibility import corpus_wer
+    from vivavoce.eval.quality import dnsmos
+    from vivavoce.train.features import load_items, read_manifest
+
+    hq = load_model(path, Vocoder, VocoderConfig, "vocoder")
+    rows = {r["id"]: r for r in read_manifest(manifest) if r.get("audio_native")}
+    items = [it for it in load_items(manifest, cache_dir, progress=False) if it.id in rows]
+    native_rate = min(sf.info(rows[it.id]["audio_native"]).samplerate for it in items)
+    out = {"clips": len(items), "native_rate": native_rate}
+    systems: dict[str, list[np.ndarray]] = {"native original": [], "lite-16k vocoder": [], "hq-48k vocoder": []}
+    with torch.inference_mode():
+        for it in items:
+            systems["native original"].append(read_audio(rows[it.id]["audio_native"], 48000))
+            systems["lite-16k vocoder"].append(resample(codec.vocoder(torch.from_numpy(it.mel)[None])[0].numpy(), 16000, 48000))
+            systems["hq-48k vocoder"].append(hq(torch.from_numpy(it.mel)[None])[0].numpy())
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for it in items:
+            hq(torch.from_numpy(it.mel)[None])
+    out["hq_rtf_1_core"] = round((time.perf_counter() - t) / sum(it.mel.shape[1] / 100 for it in items), 4)
+    bands = {"0-8k": (0, 8000), f"8k-{native_rate / 2000:g}k": (8000, native_rate / 2)}
+    for name, audios in systems.items():
+        at16 = [resample(a, 48000, 16000) for a in audios]
+        res = {"wer": round(corpus_wer([it.text for it in items], [asr.transcribe(a) for a in at16]), 3),
+               "dnsmos_ovrl_16k": round(float(np.mean([dnsmos(a, 16000)["ovrl"] for a in at16])), 3),
+               "energy_above_8k": round(float(np.mean([energy_above(a, 48000, 8000) for a in audios])), 5),
+               "energy_above_native_nyquist": round(float(np.mean([energy_above(a, 48000, native_rate / 2)
+                                                                   for a in audios])), 6)}  # fmt: skip
+        if name != "native original":
+            for band, (lo, hi) in bands.items():
+                res[f"lsd_db_{band}"] = round(float(np.mean([band_lsd(a, r, 48000, lo, hi) for a, r in
+                                                                 zip(audios, systems["native original"])])), 2)
+        out[name] = res
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", default="cache/codec-data/test.jsonl")
@@ -43,6 +107,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", default=None)
     ap.add_argument("--limit", type=int, default=12, help="utterances (the first of the manifest)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--hq", help="an hq-48k vocoder checkpoint to score as well")
+    ap.add_argument("--hq-manifest", help="clips with audio_native for --hq (e.g. a corpus test manifest)")
     args = ap.parse_args()
 
     from vivavoce.codec import Codec
@@ -165,6 +231,8 @@ def main() -> None:
                          "first_chunk_tokens_needed": 5 + codec.decode_stream(spk[0].numpy()).lookahead_tokens,
                          "stream_vs_offline_max_abs_diff": max_diff},
     }  # fmt: skip
+    if args.hq:
+        report["hq_48k"] = score_hq(args.hq, args.hq_manifest, args.cache_dir, codec, asr)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
