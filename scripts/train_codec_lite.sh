@@ -1,15 +1,45 @@
 #!/usr/bin/env bash
-# Trains the shipped lite-16k codec checkpoints on one CPU thread (about 25 minutes in all) and copies them into
-# src/vivavoce/checkpoints/codec-lite-16k/. Re-running resumes any part whose run directory already exists.
+# Trains the shipped lite-16k codec checkpoints on one CPU thread and copies them into
+# src/vivavoce/checkpoints/codec-lite-16k/ (the hq-48k vocoder into codec-hq-48k/). Re-running resumes any part
+# whose run directory already exists. Round 1 (v1) is the small first set; round 2 (v2) starts from it on the
+# 2.1 h mixed set. See src/vivavoce/checkpoints/codec-lite-16k/TRAINED.md for times and figures.
+#   CORPUS=/path/to/corpus/small ALIGN=/path/to/corpus/joe-align scripts/train_codec_lite.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1
 PY=${PYTHON:-python}
+CORPUS=${CORPUS:-corpus/small}
+ALIGN=${ALIGN:-corpus/joe-align}
+train() { $PY -m vivavoce.cli --threads 1 train "$@"; }
+
+# data: Piper + espeak sets (the test set of cache/codec-data is the benchmark's), the corpus, joe renderings
 [ -f cache/codec-data/train.jsonl ] || $PY -m vivavoce.train.codec_data --out cache/codec-data --per-voice 45
-$PY -m vivavoce.cli --threads 1 train tokenizer --config configs/codec/tokenizer-lite.yaml --steps 1500 --max-minutes 6
-$PY -m vivavoce.cli --threads 1 train decoder --config configs/codec/decoder-lite.yaml --steps 1200 --max-minutes 5
-$PY -m vivavoce.cli --threads 1 train vocoder --config configs/codec/vocoder-lite.yaml --steps 3000 --max-minutes 9
+[ -f cache/codec-extra/train.jsonl ] || $PY -m vivavoce.train.codec_data --out cache/codec-extra --per-voice 80 \
+    --seed 7 --more-voices --exclude cache/codec-data/test.jsonl
+[ -d "$CORPUS" ] || vivavoce --threads 1 data build --preset small --out "$CORPUS" --workers 1
+[ -d "$ALIGN" ] || $PY -m vivavoce.train.lm_data render --preset small --out "$ALIGN" --limit 1500
+if [ ! -f cache/codec-mix.jsonl ]; then
+    $PY -m vivavoce.train.codec_data merge cache/codec-mix-a.jsonl cache/codec-data/train.jsonl \
+        cache/codec-extra/train.jsonl "$CORPUS"/manifests/train-shard-0-of-1.jsonl
+    $PY -m vivavoce.train.codec_data merge cache/codec-mix-b.jsonl "$ALIGN"/manifests/train-align.jsonl --max-rows 500
+    cat cache/codec-mix-a.jsonl cache/codec-mix-b.jsonl > cache/codec-mix.jsonl
+fi
+
+# round 1: 17 minutes of speech, ~20 min of training
+train tokenizer --config configs/codec/tokenizer-lite.yaml --steps 1500 --max-minutes 6
+train decoder --config configs/codec/decoder-lite.yaml --steps 1200 --max-minutes 5
+train vocoder --config configs/codec/vocoder-lite.yaml --steps 3000 --max-minutes 9
+# round 2: level-invariant, stability-trained tokenizer; decoder over it; vocoder continued; hq-48k from lite
+train tokenizer --config configs/codec/tokenizer-lite-v2.yaml
+train decoder --config configs/codec/decoder-lite-v2.yaml
+train vocoder --config configs/codec/vocoder-lite.yaml --manifest cache/codec-mix.jsonl --out runs/codec/vocoder-v2 \
+    --init-from runs/codec/vocoder/model.safetensors --steps 45000 --max-minutes 62
+train vocoder --config configs/codec/vocoder-hq48k.yaml
+
 dest=src/vivavoce/checkpoints/codec-lite-16k
-mkdir -p $dest
-for part in tokenizer decoder vocoder; do cp runs/codec/$part/model.safetensors $dest/$part.safetensors; done
-ls -l $dest
+cp runs/codec/tokenizer-v2/model.safetensors $dest/tokenizer.safetensors
+cp runs/codec/decoder-v2/model.safetensors $dest/decoder.safetensors
+cp runs/codec/vocoder-v2/model.safetensors $dest/vocoder.safetensors
+mkdir -p src/vivavoce/checkpoints/codec-hq-48k
+cp runs/codec/vocoder-hq48k/model.safetensors src/vivavoce/checkpoints/codec-hq-48k/vocoder.safetensors
+ls -l $dest src/vivavoce/checkpoints/codec-hq-48k

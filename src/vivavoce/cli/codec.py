@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     r.add_argument("--speed", type=float, default=1.0, help="speaking rate factor, 0.5..2.0 (>1 faster)")
     r.add_argument("--pitch", type=float, default=0.0, help="pitch shift in semitones (weakly trained)")
     r.add_argument("--checkpoints", help="directory with tokenizer/decoder/vocoder .safetensors")
+    r.add_argument("--profile", default="lite-16k", choices=["lite-16k", "hq-48k"],
+                   help="hq-48k: 48 kHz output (real content up to 11 kHz: it was trained on 22.05 kHz speech)")
     r.add_argument("--max-seconds", type=float, default=60.0, help="longest input accepted")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=resynth)
@@ -30,7 +32,7 @@ def resynth(args: argparse.Namespace) -> int:
         raise VivavoceError(f"--speed {args.speed} is outside 0.5..2.0")
     audio = read_audio(args.input, 16000, AudioLimits(max_seconds=args.max_seconds))
     voice = read_audio(args.voice, 16000, AudioLimits(max_seconds=args.max_seconds)) if args.voice else audio
-    codec = Codec.load(args.checkpoints)
+    codec = Codec.load(args.checkpoints, args.profile)
     ids = codec.encode(audio)
     out = codec.decode(ids, voice, speed=args.speed, pitch=args.pitch)
     write_audio(args.output, out, codec.sample_rate)

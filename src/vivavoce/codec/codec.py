@@ -47,12 +47,19 @@ class Codec:
         self.tokenizer, self.decoder, self.vocoder = tokenizer.eval(), decoder.eval(), vocoder.eval()
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> "Codec":
+    def load(cls, directory: str | Path | None = None, profile: str = "lite-16k") -> "Codec":
+        """`profile="hq-48k"`: the same tokenizer and decoder, with the 48 kHz vocoder of checkpoints/codec-hq-48k
+        (or of `directory`/vocoder-hq-48k.safetensors when a directory is given)."""
         d = Path(directory) if directory else default_checkpoint_dir()
+        vocoder = d / "vocoder.safetensors"
+        if profile == "hq-48k":
+            vocoder = d / "vocoder-hq-48k.safetensors" if directory else default_checkpoint_dir("hq-48k") / "vocoder.safetensors"
+        elif profile != "lite-16k":
+            raise VivavoceError(f"unknown codec profile {profile!r} (lite-16k or hq-48k)")
         return cls(
             load_model(d / "tokenizer.safetensors", Tokenizer, TokenizerConfig, "tokenizer"),
             load_model(d / "decoder.safetensors", Decoder, DecoderConfig, "decoder"),
-            load_model(d / "vocoder.safetensors", Vocoder, VocoderConfig, "vocoder"),
+            load_model(vocoder, Vocoder, VocoderConfig, "vocoder"),
         )
 
     @property
