@@ -50,6 +50,26 @@ def test_hq48k_profile_shapes():
     assert out.shape == (1, 20 * 480)
 
 
+def test_shipped_hq48k_speaks_above_8khz(codec, speech, dvector):
+    """The shipped hq-48k vocoder decodes the same tokens at 48 kHz, streamed as offline, and (trained on 22.05 kHz
+    speech) puts some energy between 8 and 11 kHz, where the lite output has none."""
+    from vivavoce.codec import Codec
+
+    hq = Codec.load(profile="hq-48k")
+    assert hq.sample_rate == 48000 and hq.tokenizer_fingerprint == codec.tokenizer_fingerprint
+    ids = codec.encode(speech)
+    out = hq.decode(ids, dvector)
+    assert out.size == pytest.approx(codec.decode(ids, dvector).size * 3, abs=3 * 160)
+    stream = hq.decode_stream(dvector, chunk=5)
+    streamed = np.concatenate([stream.push(ids[i : i + 3]) for i in range(0, ids.size, 3)] + [stream.flush()])
+    assert streamed.size == out.size and np.abs(streamed - out).max() < 1e-4
+    spec = np.abs(np.fft.rfft(out)) ** 2
+    f = np.fft.rfftfreq(out.size, 1 / 48000)
+    assert spec[(f > 8000) & (f < 11000)].sum() / spec.sum() > 1e-6  # lite resampled to 48 kHz: ~5e-12
+    with pytest.raises(VivavoceError, match="profile"):
+        Codec.load(profile="hq-96k")
+
+
 def test_mel_stream_matches_whole(speech):
     mel = LogMel()
     stream = MelStream(mel)
