@@ -31,7 +31,7 @@ train decoder --config configs/codec/decoder-lite.yaml --steps 1200 --max-minute
 train vocoder --config configs/codec/vocoder-lite.yaml --steps 3000 --max-minutes 9
 # round 2: level-invariant, stability-trained tokenizer; decoder over it; vocoder continued; hq-48k from lite
 train tokenizer --config configs/codec/tokenizer-lite-v2.yaml
-train decoder --config configs/codec/decoder-lite-v2.yaml
+train decoder --config configs/codec/decoder-lite-v2.yaml --steps 13000 --max-minutes 60
 train vocoder --config configs/codec/vocoder-lite.yaml --manifest cache/codec-mix.jsonl --out runs/codec/vocoder-v2 \
     --init-from runs/codec/vocoder/model.safetensors --steps 45000 --max-minutes 62
 train vocoder --config configs/codec/vocoder-hq48k.yaml
