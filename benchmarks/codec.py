@@ -69,21 +69,21 @@ def score_hq(path: str, manifest: str, cache_dir: str, codec, asr) -> dict:
     from vivavoce.train.features import load_items, read_manifest
 
     hq = load_model(path, Vocoder, VocoderConfig, "vocoder")
-    rows = {r["id"]: r for r in read_manifest(manifest) if r.get("audio_native")}
-    items = [it for it in load_items(manifest, cache_dir, progress=False) if it.id in rows]
-    native_rate = min(sf.info(rows[it.id]["audio_native"]).samplerate for it in items)
+    # load_items keeps the manifest's order: item k is row k
+    pairs = [(it, r["audio_native"]) for it, r in zip(load_items(manifest, cache_dir, progress=False),
+                                                     read_manifest(manifest)) if r.get("audio_native")]  # fmt: skip
+    items = [it for it, _ in pairs]
+    native_rate = min(sf.info(path).samplerate for _, path in pairs)
     out = {"clips": len(items), "native_rate": native_rate}
     systems: dict[str, list[np.ndarray]] = {"native original": [], "lite-16k vocoder": [], "hq-48k vocoder": []}
     with torch.inference_mode():
-        for it in items:
-            systems["native original"].append(read_audio(rows[it.id]["audio_native"], 48000))
+        t = time.perf_counter()
+        systems["hq-48k vocoder"] = [hq(torch.from_numpy(it.mel)[None])[0].numpy() for it in items]
+        hq_seconds = time.perf_counter() - t
+        for it, path in pairs:
+            systems["native original"].append(read_audio(path, 48000))
             systems["lite-16k vocoder"].append(resample(codec.vocoder(torch.from_numpy(it.mel)[None])[0].numpy(), 16000, 48000))
-            systems["hq-48k vocoder"].append(hq(torch.from_numpy(it.mel)[None])[0].numpy())
-    t = time.perf_counter()
-    with torch.inference_mode():
-        for it in items:
-            hq(torch.from_numpy(it.mel)[None])
-    out["hq_rtf_1_core"] = round((time.perf_counter() - t) / sum(it.mel.shape[1] / 100 for it in items), 4)
+    out["hq_rtf_1_core"] = round(hq_seconds / sum(it.mel.shape[1] / 100 for it in items), 4)
     bands = {"0-8k": (0, 8000), f"8k-{native_rate / 2000:g}k": (8000, native_rate / 2)}
     for name, audios in systems.items():
         at16 = [resample(a, 48000, 16000) for a in audios]

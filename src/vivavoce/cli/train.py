@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             raise VivavoceError("--stage applies to `train lm` only")
         cfg.stage = args.stage
         cfg.model.train_shared = args.stage == 2
+    if args.kind == "lm" and args.init_from is not None:
+        # the LM loads its start weights while it is built: the cached phase's shared states depend on them
+        cfg.init_from, args.init_from = args.init_from, None
     for name, value in (("device", args.device), ("steps", args.steps), ("max_minutes", args.max_minutes),
                         ("out_dir", args.out), ("manifest", args.manifest), ("init_from", args.init_from)):  # fmt: skip
         if value is not None:

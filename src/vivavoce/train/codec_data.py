@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 from vivavoce.audio.io import resample, write_audio
 from vivavoce.speechtools.tts import EspeakSettings, PiperSettings, PiperTTS, espeak_phonemes, espeak_synthesize
+from vivavoce.train.features import load_items, read_manifest
 
 SENTENCES = """
 The quick brown fox jumps over the lazy dog.
@@ -108,8 +110,6 @@ def sentences(n: int, seed: int = 0) -> list[str]:
 def merge(out: str | Path, manifests: list[str], max_rows: int = 0, seed: int = 0) -> int:
     """One training manifest from several (this script's and the corpus's), audio paths made absolute so the
     result can live anywhere; `max_rows` keeps a random share of each input so one voice does not dominate."""
-    from vivavoce.train.features import read_manifest
-
     rows = []
     for m in manifests:
         part = read_manifest(m)
@@ -126,7 +126,7 @@ def merge(out: str | Path, manifests: list[str], max_rows: int = 0, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    argv = list(argv) if argv is not None else sys.argv[1:]
     if argv[:1] == ["merge"]:
         m = argparse.ArgumentParser(prog="codec_data merge", description=merge.__doc__.splitlines()[0])
         m.add_argument("out")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "wav").mkdir(parents=True, exist_ok=True)
     voices = [("piper", s) for s in PIPER] + [("espeak", s) for s in TRAIN_ESPEAK + MORE_ESPEAK * args.more_voices]
-    banned = {json.loads(line)["text"] for line in Path(args.exclude).read_text().splitlines()} if args.exclude else set()
+    banned = {r["text"] for r in read_manifest(args.exclude)} if args.exclude else set()
     texts = [t for t in sentences(args.test + args.per_voice * len(voices) // 2 + len(banned), args.seed) if t not in banned]
     test_texts, train_texts = texts[: args.test], texts[args.test :]
     piper = PiperTTS()
@@ -172,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     piper.close()
     for split, items in rows.items():
         (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    from vivavoce.train.features import load_items
-
     for split in rows:
         load_items(out / f"{split}.jsonl", out)
     print(f"{len(rows['train'])} train, {len(rows['test'])} test utterances in {out}")

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 from vivavoce.codec.checkpoint import load_model
 from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector, num_frames
-from vivavoce.codec.mel import LOG_FLOOR, LogMel, MelConfig
+from vivavoce.codec.mel import HOP, LOG_FLOOR, LogMel, MelConfig
 from vivavoce.codec.phonemes import encode_phonemes
 from vivavoce.codec.tokenizer import Tokenizer, TokenizerConfig
 from vivavoce.codec.vocoder import Vocoder, VocoderConfig
 from vivavoce.errors import VivavoceError
-from vivavoce.train.features import Item, load_items
+from vivavoce.train.features import Item, load_items, read_manifest
 from vivavoce.train.loop import LoopConfig, Recipe
 
 PAD_MEL = math.log(LOG_FLOOR)
@@ -135,7 +135,7 @@ class TokenizerRecipe(Recipe):
     def _nuisance_view(self, i: int, frames: int, rng: random.Random) -> np.ndarray:
         from vivavoce.codec.mel import log_mel
 
-        audio = self.items[i].audio[: frames * 160]
+        audio = self.items[i].audio[: frames * HOP]
         gain = 10 ** (rng.uniform(-self.cfg.view_gain_db, self.cfg.view_gain_db) / 20)
         snr = rng.uniform(*self.cfg.view_snr_db)
         noise = np.random.default_rng(rng.randrange(2**32)).normal(size=audio.size).astype(np.float32)
@@ -247,16 +247,19 @@ class VocoderRecipe(Recipe):
             raise VivavoceError("vocoder config: adversarial training is not implemented yet (set adversarial: false)")
         self.cfg = cfg
         self.model = Vocoder(cfg.model)
-        self.items = [it for it in load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=False)
-                      if it.mel.shape[1] > cfg.segment_frames + 4]  # fmt: skip
-        if not self.items:
+        # load_items keeps the manifest's order, so item k is row k (ids may repeat across merged manifests)
+        rows = read_manifest(cfg.loop.manifest)
+        long_enough = [(it, row) for it, row in zip(load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=False), rows)
+                       if it.mel.shape[1] > cfg.segment_frames + 4]  # fmt: skip
+        if not long_enough:
             raise VivavoceError("vocoder training: no utterance is longer than one training window")
         # Targets at the profile's rate. The mel stays the 16 kHz one; above 16 kHz the targets come from each row's
         # `audio_native` (the corpus's engine rate, e.g. Piper's 22.05 kHz), so the band between 8 kHz and half the
         # native rate is real and everything above it is silence the vocoder must learn to leave empty.
-        self.targets = [it.audio for it in self.items]
-        if cfg.model.sample_rate != 16000:
-            self.items, self.targets = self._native_targets(cfg)
+        if cfg.model.sample_rate == 16000:
+            self.items, self.targets = [it for it, _ in long_enough], [it.audio for it, _ in long_enough]
+        else:
+            self.items, self.targets = self._native_targets(long_enough, cfg.model)
         self.stft_loss = MultiResolutionSTFTLoss(cfg.stft_resolutions)
         # the mel loss at the output rate, up to its Nyquist (the 16 kHz input mel would ignore all above 8 kHz)
         m = cfg.model
@@ -264,19 +267,18 @@ class VocoderRecipe(Recipe):
         self.mel = LogMel(MelConfig(m.sample_rate, m.n_fft, m.hop, n_mels, 0.0, m.sample_rate / 2))
         self.device = "cpu"
 
-    def _native_targets(self, cfg: VocoderTrainConfig) -> tuple[list[Item], list[np.ndarray]]:
+    @staticmethod
+    def _native_targets(pairs: list[tuple[Item, dict]], model: VocoderConfig) -> tuple[list[Item], list[np.ndarray]]:
         from vivavoce.audio.io import AudioLimits, read_audio
-        from vivavoce.train.features import read_manifest
 
-        native = {r["id"]: r.get("audio_native") for r in read_manifest(cfg.loop.manifest)}
         items, targets = [], []
-        for it in self.items:
-            if native.get(it.id):
-                audio = read_audio(native[it.id], cfg.model.sample_rate, AudioLimits(max_seconds=30.0))
+        for it, row in pairs:
+            if row.get("audio_native"):
+                audio = read_audio(row["audio_native"], model.sample_rate, AudioLimits(max_seconds=30.0))
                 items.append(it)
-                targets.append(np.pad(audio, (0, max(0, it.mel.shape[1] * cfg.model.hop - audio.size))))
+                targets.append(np.pad(audio, (0, max(0, it.mel.shape[1] * model.hop - audio.size))))
         if not items:
-            raise VivavoceError(f"vocoder training at {cfg.model.sample_rate} Hz: no manifest row has `audio_native`")
+            raise VivavoceError(f"vocoder training at {model.sample_rate} Hz: no manifest row has `audio_native`")
         return items, targets
 
     def to(self, device):
