@@ -13,6 +13,7 @@ A rebuild skips utterances whose row and files exist, so a killed build resumes 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -232,7 +233,11 @@ def synthesize(job: tuple[str, dict]) -> tuple[dict | None, str | None]:
             _renderer = Renderer()
         utt = Utterance(**labels)
         voice = get_voice(utt.voice)
-        audio, rate, vocoded = _renderer.render(voice, utt.text, utt.style(), utt.vocode)
+        base = None
+        if utt.vocode and voice.engine != "espeak":  # an emotion set: every member from one Piper rendering
+            key = hashlib.sha1(f"{voice.name}|{voice.piper}|{utt.text}".encode()).hexdigest()[:16]
+            base = Path(root) / "piper-base" / f"{key}.wav"
+        audio, rate, vocoded = _renderer.render(voice, utt.text, utt.style(), utt.vocode, base)
         check_audio(audio, rate, utt.id)
         p16, pnat = audio_paths(utt.id, utt.split)
         write_audio(Path(root) / pnat, audio, rate)

@@ -7,12 +7,14 @@ split is "test" are held out: no train or dev utterance uses them.
 
 from __future__ import annotations
 
+import fcntl
 import html
 import shutil
 import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -105,18 +107,23 @@ class Renderer:
                 self._piper = PiperTTS()
             return self._piper
 
-    def render(self, voice: Voice, text: str, style: Style, vocode: bool = False) -> tuple[np.ndarray, int, bool]:
+    def render(self, voice: Voice, text: str, style: Style, vocode: bool = False,
+               shared_base: Path | None = None) -> tuple[np.ndarray, int, bool]:  # fmt: skip
         """(mono float32 audio at the engine's native rate, 22.05 kHz for both engines, whether it went through
         WORLD). Loudness-normalised, so that the style's gain is what is heard (engines differ by 10 dB or more).
 
         Piper audio is resynthesised by WORLD whenever its style or voice needs it, or `vocode` asks: a set of
         one sentence in every emotion is then all vocoded alike, so vocoder artefacts cannot give the label away.
-        espeak-ng does every emotion itself (rate, SSML pitch and range) and is never vocoded."""
+        espeak-ng does every emotion itself (rate, SSML pitch and range) and is never vocoded.
+
+        `shared_base`: a file that keeps the Piper rendering for the other members of the set. Piper samples its
+        rhythm and intonation afresh on every call, by ±7 % in median F0 between calls; from one base, the members
+        differ by their style alone."""
         p = style.prosody()
         if voice.engine == "espeak":
             audio, sr = espeak_styled(text, voice.espeak, style)
             return level(audio, p.gain_db), sr, False
-        audio, sr = self.piper.synthesize(text, voice.piper)
+        audio, sr = self._piper_base(text, voice.piper, shared_base)
         edit = style.world_edit()
         if voice.engine == "world":
             t = voice.timbre
@@ -125,6 +132,19 @@ class Renderer:
         if vocoded:
             audio = world.resynthesize(audio, sr, edit)
         return level(audio, p.gain_db), sr, vocoded
+
+    def _piper_base(self, text: str, settings: PiperSettings, path: Path | None) -> tuple[np.ndarray, int]:
+        if path is None:
+            return self.piper.synthesize(text, settings)
+        from vivavoce.audio.io import write_audio
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:  # the first member renders, the others wait and read
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.is_file():
+                write_audio(path, *self.piper.synthesize(text, settings))
+            audio, sr = sf.read(str(path), dtype="float32")
+        return audio, sr
 
     def close(self) -> None:
         if self._piper is not None:
@@ -141,7 +161,11 @@ def espeak_styled(text: str, settings: EspeakSettings, style: Style) -> tuple[np
     pitch = (2 ** (p.semitones / 12) - 1) * 100
     # espeak's range is relative to its own (narrow) one; stretch it twice as much so that it is heard.
     spread = (p.f0_range**2 - 1) * 100
-    ssml = (f'<speak><prosody pitch="{pitch:+.0f}%" range="{spread:+.0f}%">{html.escape(text)}</prosody></speak>')
+    # espeak-ng 1.51 speaks about 12 % slower inside any <prosody> that changes something, so a neutral utterance
+    # (pitch and range +0) came out faster than its emotional set-mates: angry then was no faster than neutral.
+    # The +1 % volume keeps every style inside an effective <prosody>; `level` undoes the volume.
+    ssml = (f'<speak><prosody volume="+1%" pitch="{pitch:+.0f}%" range="{spread:+.0f}%">{html.escape(text)}'
+            "</prosody></speak>")
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         cmd = [exe, "-m", "-v", settings.voice, "-s", str(rate), "-p", str(settings.pitch), "-w", tmp.name, "--", ssml]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
