@@ -385,3 +385,31 @@ def test_hq48k_trains_on_native_audio_from_a_lite_start(tmp_path):
     loop.manifest = str(tmp_path / "no-native.jsonl")
     with pytest.raises(VivavoceError, match="audio_native"):
         VocoderRecipe(VocoderTrainConfig(loop=loop, model=hq, segment_frames=24))
+
+
+def test_tokenizer_warm_start_to_a_higher_token_rate(tmp_path, speech):
+    """A 25 Hz tokenizer started from a 12.5 Hz one takes every tensor: the pooling weights folded over frames (a
+    token of frames x reads as the old token of frames x, x) and every other CTC frame row of the head."""
+    from vivavoce.train.codec_recipes import TokenizerRecipe, TokenizerTrainConfig
+    from vivavoce.train.loop import LoopConfig, warm_start
+
+    _tiny_run(tmp_path)  # writes the two-clip manifest
+    small = dict(dim=32, layers=1, heads=2, conv_dim=16, fsq_levels=[4, 4, 4], frame_norm=True)
+    torch.manual_seed(0)
+    old = Tokenizer(TokenizerConfig(token_rate=12.5, ctc_upsample=4, **small))
+    save_model(tmp_path / "old.safetensors", old, "tokenizer")
+    loop = LoopConfig(manifest=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"), batch_size=2)
+    recipe = TokenizerRecipe(TokenizerTrainConfig(loop=loop, model=TokenizerConfig(token_rate=25, ctc_upsample=2,
+                                                                                    **small)))  # fmt: skip
+    warm_start(recipe, tmp_path / "old.safetensors")
+    new = recipe.model.eval()
+    assert torch.equal(new.pool.weight, old.pool.weight[:, :64] + old.pool.weight[:, 64:])
+    assert torch.equal(new.ctc_out.weight.view(2, -1, 32), old.ctc_out.weight.view(4, -1, 32)[::2])
+    # a steady input (every frame alike) gives the same pooled vectors at both rates
+    x = torch.randn(1, 16, 1).expand(1, 16, 8)
+    pooled_old = old.pool(x.permute(0, 2, 1).reshape(1, 1, -1))
+    pooled_new = new.pool(x[..., :4].permute(0, 2, 1).reshape(1, 1, -1))
+    assert torch.allclose(pooled_old, pooled_new, atol=1e-5)
+    with torch.no_grad():
+        ids = new.encode(log_mel(speech)[None])[2]
+    assert ids.shape[1] == len(speech) // 640

@@ -138,6 +138,10 @@ class Recipe:
     def load(self, path: Path) -> None:
         self.model.load_state_dict(load_model(path, self.model_cls, self.config_cls, self.kind).state_dict())
 
+    def adapt_warm_start(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A warm start's tensors, reshaped where the recipe knows how to carry them over to this model's shape."""
+        return tensors
+
 
 def warm_start(recipe: Recipe, path: Path) -> None:
     """Copy into the recipe's model every tensor of checkpoint `path` (same kind) whose name and shape match, so a
@@ -149,7 +153,8 @@ def warm_start(recipe: Recipe, path: Path) -> None:
     if read_metadata(path).get("kind") != recipe.kind:
         raise VivavoceError(f"init_from: {path} is not a {recipe.kind} checkpoint")
     own = recipe.model.state_dict()
-    taken = {k: v for k, v in load_file(str(path)).items() if k in own and own[k].shape == v.shape}
+    tensors = recipe.adapt_warm_start(load_file(str(path)))
+    taken = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     if not taken:
         raise VivavoceError(f"init_from: {path} shares no tensor with this {recipe.kind}")
     recipe.model.load_state_dict(taken, strict=False)
