@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,17 +77,29 @@ def _cfg(tokens, out, **kw) -> LMTrainConfig:
     return LMTrainConfig(tokens=str(tokens), row_tokens=256, dev_rows=4, loop=loop, **kw)
 
 
-def test_token_cache_and_examples(tokens, corpus, backbone):
+def test_token_cache_and_examples(tokens, corpus, backbone, codec):
     rows = load_tokens(tokens)
     assert len(rows) == 9 and {r["key"].split("/")[0] for r in rows} == {"mini"}
     for r in rows:
-        secs = r["speech_ids"] and len(r["speech_ids"]) / 12.5
+        secs = r["speech_ids"] and len(r["speech_ids"]) / r["token_rate"]
         assert 0.8 < secs < 6 and all(0 <= i < 1024 for i in r["speech_ids"])
         assert backbone.tokenizer.decode(r["text_ids"]) == r["text"]
     # a second run finds everything cached and appends nothing
     size = tokens.stat().st_size
-    assert len(tokenize_corpora([corpus], tokens, codec=object(), tokenizer=object(), log=lambda m: None)) == 9
-    assert tokens.stat().st_size == size
+    again = tokenize_corpora([corpus], tokens, codec=codec, tokenizer=object(), log=lambda m: None)
+    assert len(again) == 9 and tokens.stat().st_size == size
+    assert {r["codec"] for r in rows} == {codec.tokenizer_fingerprint}
+
+    class OtherCodec:  # another tokenizer: every row is redone with its codes, none of the old ones is kept
+        tokenizer_fingerprint, token_rate = "0" * 16, 25.0
+
+        def encode(self, audio):
+            return np.zeros(audio.size // 640, dtype=np.int64)
+
+    other = tokens.parent / "other.jsonl"
+    shutil.copy(tokens, other)
+    redone = tokenize_corpora([corpus], other, codec=OtherCodec(), tokenizer=backbone.tokenizer, log=lambda m: None)
+    assert len(redone) == 9 and all(r["codec"] == "0" * 16 and not any(r["speech_ids"]) for r in redone)
     train = build_examples(rows, split="train")
     tasks = sorted(e.task for e in train)
     # 2 plain answers -> tts, tts_true; 6 utterances -> asr; 4 user renderings -> s2s, s2s_guided, s2t

@@ -23,7 +23,6 @@ from vivavoce.codec.mel import LogMel, MelStream
 from vivavoce.codec.tokenizer import Tokenizer
 from vivavoce.codec.vocoder import Vocoder
 
-TOKEN_SAMPLES = 1280  # 80 ms at 16 kHz: one 12.5 Hz token
 
 
 class EncodeStream:

@@ -53,9 +53,11 @@ def corpus_rows(corpus: str | Path) -> list[dict]:
 # ---- extra joe renderings (alignment data) ---------------------------------------------------------------------
 
 
-def alignment_texts(preset: str, limit: int, seed: int = 0) -> list[tuple[str, str]]:
+def alignment_texts(preset: str, limit: int, seed: int = 0, takes: int = 1) -> list[tuple[str, str]]:
     """(id, text) to speak in joe's voice: built-in user turns, except those the dialogue corpus of `preset` and
-    `seed` puts in dev or test (held-out questions stay unseen, even as text). Its answers are spoken already."""
+    `seed` puts in dev or test (held-out questions stay unseen, even as text). Its answers are spoken already.
+    `takes` > 1 speaks each text that many times (ids `turn-X`, `turn-X.t1`, ...): Piper samples rhythm and
+    intonation afresh each time, so every take aligns the same text with other durations."""
     from vivavoce.data.corpus import PRESETS, assign_splits
     from vivavoce.data.prompts import sample_turns, user_turns
 
@@ -67,8 +69,8 @@ def alignment_texts(preset: str, limit: int, seed: int = 0) -> list[tuple[str, s
     held_out = {pid for pid, split in splits.items() if split != "train"}
     turns = [t for t in user_turns() if t.id not in held_out]
     random.Random(f"align-{seed}").shuffle(turns)
-    out = [(f"turn-{t.id}", t.text) for t in turns]
-    return out[:limit] if limit > 0 else out
+    turns = turns[:limit] if limit > 0 else turns
+    return [(f"turn-{t.id}" + (f".t{k}" if k else ""), t.text) for k in range(takes) for t in turns]
 
 
 def render_alignment(texts: list[tuple[str, str]], out: str | Path, log=print) -> int:
@@ -104,15 +106,20 @@ def render_alignment(texts: list[tuple[str, str]], out: str | Path, log=print) -
 
 
 def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tokenizer=None, log=print) -> list[dict]:
-    """Token rows of every utterance of `corpora`, computed once and appended to JSONL `out` (resumes)."""
+    """Token rows of every utterance of `corpora`, computed once and appended to JSONL `out` (resumes). Each row
+    records the codec tokenizer's fingerprint: rows of another tokenizer are redone, never mixed in."""
     from vivavoce.audio.io import AudioLimits, read_audio
     from vivavoce.data.corpus import read_jsonl
 
+    if codec is None:
+        from vivavoce.codec import Codec
+
+        codec = Codec.load()
     out = Path(out)
     have: dict[str, dict] = {}
     if out.is_file():
         rows, _ = read_jsonl(out)  # a line cut by a kill is dropped and redone
-        have = {r["key"]: r for r in rows if "speech_ids" in r}
+        have = {r["key"]: r for r in rows if "speech_ids" in r and r.get("codec") == codec.tokenizer_fingerprint}
     todo = []
     for corpus in corpora:
         name = Path(corpus).resolve().name
@@ -122,10 +129,6 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
                 todo.append((key, name, row))
     log(f"{len(have)} utterances already tokenised, {len(todo)} to do")
     if todo:
-        if codec is None:
-            from vivavoce.codec import Codec
-
-            codec = Codec.load()
         if tokenizer is None:
             from vivavoce.model.backbone import load_backbone
 
@@ -137,6 +140,7 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
                 entry = {"key": key, "corpus": name, **{k: row.get(k) for k in META_KEYS}}
                 entry["text_ids"] = tokenizer.encode(row["text"], add_special_tokens=False)
                 entry["speech_ids"] = [int(i) for i in codec.encode(audio)]
+                entry.update(codec=codec.tokenizer_fingerprint, token_rate=codec.token_rate)
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
                 have[key] = entry
@@ -221,14 +225,14 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
     return out
 
 
-def summarize(examples: list[Example]) -> dict:
+def summarize(examples: list[Example], token_rate: float) -> dict:
     tasks: dict[str, int] = {}
     speech = 0
     for e in examples:
         tasks[e.task] = tasks.get(e.task, 0) + 1
         speech += sum(len(t.speech or ()) for t in e.turns if t.role == "assistant")
     return {"examples": len(examples), "tasks": tasks, "reply_speech_tokens": speech,
-            "reply_speech_hours": round(speech / 12.5 / 3600, 3)}
+            "reply_speech_hours": round(speech / token_rate / 3600, 3)}
 
 
 # ---- CLI --------------------------------------------------------------------------------------------------------
@@ -242,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--limit", type=int, default=800)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--takes", type=int, default=1, help="renderings of each sentence (Piper varies every take)")
     t = sub.add_parser("tokenize", help="codec + text tokens of every utterance, cached as JSONL")
     t.add_argument("corpora", nargs="+")
     t.add_argument("--out", required=True)
+    t.add_argument("--codec", help="codec checkpoint folder (default: the shipped codec-lite-16k)")
     args = p.parse_args(argv)
     import torch
 
@@ -252,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.cmd == "render":
-            errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed), args.out, log)
+            errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed, args.takes), args.out, log)
             return 1 if errors else 0
-        rows = tokenize_corpora(args.corpora, args.out, log=log)
+        from vivavoce.codec import Codec
+
+        codec = Codec.load(args.codec)
+        rows = tokenize_corpora(args.corpora, args.out, codec=codec, log=log)
         for split in ("train", "dev", "test"):
-            print(split, json.dumps(summarize(build_examples(rows, split=split))))
+            print(split, json.dumps(summarize(build_examples(rows, split=split), codec.token_rate)))
         return 0
     except VivavoceError as e:
         print(f"error: {e}", file=sys.stderr)

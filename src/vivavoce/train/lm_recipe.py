@@ -188,7 +188,8 @@ class LMRecipe(Recipe):
         dev_ex = build_examples(rows, ex_cfg, "dev")
         if not train_ex or not dev_ex:
             raise VivavoceError(f"{cfg.tokens}: no training or no dev examples (tokenise a corpus with both splits)")
-        log(f"train {json.dumps(summarize(train_ex))}\ndev {json.dumps(summarize(dev_ex))}")
+        rate = rows[0].get("token_rate", 12.5)  # caches written before rows recorded it are all 12.5 Hz
+        log(f"train {json.dumps(summarize(train_ex, rate))}\ndev {json.dumps(summarize(dev_ex, rate))}")
         self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed)
         self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed).take(slice(0, cfg.dev_rows))
         log(f"packed {self.train_rows.examples} examples into {len(self.train_rows)} rows of {cfg.row_tokens}; "
