@@ -231,7 +231,7 @@ def test_training_resumes_after_kill(tokens, tmp_path):
     run = tmp_path / "run"
     cfg = {"tokens": str(tokens), "row_tokens": 256, "dev_rows": 2,
            "loop": {"out_dir": str(run), "steps": 40, "batch_size": 1, "checkpoint_every": 1, "eval_every": 3,
-                    "log_every": 1, "bf16": False, "threads": 1}}  # fmt: skip
+                    "log_every": 1, "bf16": False, "threads": 1, "keep_best": "speech"}}  # fmt: skip
     path = tmp_path / "lm.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
@@ -247,6 +247,11 @@ def test_training_resumes_after_kill(tokens, tmp_path):
     logged = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
     assert logged[-1] == target and killed["step"] + 1 in logged
     assert (run / "eval.csv").is_file() and (run / "loss.png").stat().st_size > 1000
+    # keep_best: the lowest held-out speech loss of both runs, and its weights
+    evals = [line.split(",") for line in (run / "eval.csv").read_text().splitlines()[1:]]
+    best = json.loads((run / "best.json").read_text())
+    assert best["value"] == pytest.approx(min(float(e[1]) for e in evals), rel=1e-4)
+    assert best["step"] in [int(e[0]) for e in evals] and (run / "best.safetensors").is_file()
 
 
 def _cli(*args):

@@ -47,6 +47,7 @@ class LoopConfig:
     bf16: bool = False  # autocast matmuls to bfloat16 (CPU or CUDA)
     threads: int = 1
     init_from: str = ""  # warm start: a new run takes the tensors of this checkpoint whose names and shapes match
+    keep_best: str = ""  # a held-out loss (e.g. "speech"): the weights at its lowest evaluation go to best.safetensors
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
@@ -224,7 +225,17 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
                 w.writeheader()
             w.writerow({"step": step, **{k: f"{float(v):.5g}" for k, v in losses.items()}})
         print(f"step {step} dev: " + " ".join(f"{k}={float(v):.4g}" for k, v in losses.items()), flush=True)
+        if cfg.keep_best:
+            if cfg.keep_best not in losses:
+                raise VivavoceError(f"keep_best: {cfg.keep_best!r} is not a held-out loss ({', '.join(losses)})")
+            value = float(losses[cfg.keep_best])
+            if value < best.get("value", float("inf")):
+                best.update(value=value, step=step)
+                recipe.save(out / "best.safetensors", step)
+                model.to(cfg.device)
+                _atomic_json(out / "best.json", {"loss": cfg.keep_best, **best})
 
+    best = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() else {}  # kept over resumes
     log_path = out / "log.csv"
     log_file = log_path.open("a", newline="")
     writer = None
