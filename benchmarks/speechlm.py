@@ -5,7 +5,7 @@ held-out voices), each engine answers; Whisper tiny.en transcribes the spoken an
 frozen LLM's own text answer to the same question (the corpus's assistant text: WER and keyword hit rate, keywords =
 the reference's three longest content words). Also: WER against the engine's own text where it writes one (does
 the speech say what the text says?), DNSMOS, time to first audio after the end of the question (the question is
-given whole, so this is all compute) and speech tokens per second (12.5 per second of answer audio over the
+given whole, so this is all compute) and speech tokens per second (the codec's token rate times the seconds of answer audio, over the
 compute time of the whole answer, codec decoding included).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm.py --corpus corpus/small \
@@ -67,6 +67,8 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     from vivavoce.eval.report import ItemResult, summarize
 
     items, self_refs, self_hyps, rates = [], [], [], []
+    token_rate = getattr(getattr(engine, "codec", None), "token_rate", None)
+    answered = 0
     for q in questions:
         audio = read_audio(q["audio"], 16000)
         options = ResponseOptions(mode=mode) if mode else ResponseOptions()
@@ -79,7 +81,9 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
             item = evaluator.score(label, response.audio, response.rate, reference=q["reference"],
                                    keywords=keywords(q["reference"]), first_audio_s=response.first_audio_s,
                                    compute_s=compute_s)  # fmt: skip
-            rates.append(12.5 * response.audio.size / response.rate / compute_s)
+            answered += 1
+            if token_rate:  # speech LM engines only
+                rates.append(token_rate * response.audio.size / response.rate / compute_s)
         if response.text:
             self_refs.append(response.text)
             self_hyps.append(item.transcript)
@@ -90,7 +94,7 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     summary["first_audio_p50_s"] = ttfa[len(ttfa) // 2] if ttfa else None
     summary["self_wer"] = intelligibility.corpus_wer(self_refs, self_hyps) if self_refs else None
     summary["speech_tokens_per_s"] = float(np.mean(rates)) if rates else None
-    summary["answered"] = len(rates)
+    summary["answered"] = answered
     return items, summary
 
 

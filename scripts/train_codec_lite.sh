@@ -2,7 +2,7 @@
 # Trains the shipped lite-16k codec checkpoints on one CPU thread and copies them into
 # src/vivavoce/checkpoints/codec-lite-16k/ (the hq-48k vocoder into codec-hq-48k/). Re-running resumes any part
 # whose run directory already exists. Round 1 (v1) is the small first set; round 2 (v2) starts from it on the
-# 2.1 h mixed set. See src/vivavoce/checkpoints/codec-lite-16k/TRAINED.md for times and figures.
+# 2.1 h mixed set; round 3 (v3) moves the tokenizer to 25 Hz. See src/vivavoce/checkpoints/codec-lite-16k/TRAINED.md for times and figures.
 #   CORPUS=/path/to/corpus/small ALIGN=/path/to/corpus/joe-align scripts/train_codec_lite.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +35,16 @@ train decoder --config configs/codec/decoder-lite-v2.yaml --steps 13000 --max-mi
 train vocoder --config configs/codec/vocoder-lite.yaml --manifest cache/codec-mix.jsonl --out runs/codec/vocoder-v2 \
     --init-from runs/codec/vocoder/model.safetensors --steps 45000 --max-minutes 62
 train vocoder --config configs/codec/vocoder-hq48k.yaml
+# round 3: the tokenizer at 25 Hz (warm start from v2 across the rate change), a decoder over it; vocoders kept.
+# The tokenizer run stopped at its 36-minute limit (step 4,836 of 8,000), then was resumed with a shorter cosine
+# schedule (--steps 6000) so that its learning rate anneals.
+train tokenizer --config configs/codec/tokenizer-lite-v3.yaml
+train tokenizer --config configs/codec/tokenizer-lite-v3.yaml --steps 6000 --max-minutes 47
+train decoder --config configs/codec/decoder-lite-v3.yaml
 
 dest=src/vivavoce/checkpoints/codec-lite-16k
-cp runs/codec/tokenizer-v2/model.safetensors $dest/tokenizer.safetensors
-cp runs/codec/decoder-v2/model.safetensors $dest/decoder.safetensors
+cp runs/codec/tokenizer-v3/model.safetensors $dest/tokenizer.safetensors
+cp runs/codec/decoder-v3/model.safetensors $dest/decoder.safetensors
 cp runs/codec/vocoder-v2/model.safetensors $dest/vocoder.safetensors
 mkdir -p src/vivavoce/checkpoints/codec-hq-48k
 cp runs/codec/vocoder-hq48k/model.safetensors src/vivavoce/checkpoints/codec-hq-48k/vocoder.safetensors

@@ -39,7 +39,7 @@ class GenerationConfig:
     text_temperature: float = 0.0  # 0: greedy, the frozen LLM's own answer
     text_repetition_penalty: float = 1.1  # as the cascade's text generation
     min_speech_tokens: int = 4  # codes before end-of-speech is allowed
-    max_speech_tokens: int = 375  # 30 s at 12.5 tokens/s, then end-of-speech is forced
+    max_speech_tokens: int = 750  # 30 s at 25 tokens/s (60 s at 12.5), then end-of-speech is forced
     max_text_tokens: int = 60
     seed: int | None = None
 

@@ -209,27 +209,6 @@ class DecoderRecipe(Recipe):
         self.model.to(device)
         self.device = device
 
-    def adapt_warm_start(self, tensors):
-        """From a tokenizer of a lower token rate (k times more frames per token): the pooling weights of each k
-        frames are summed, so a token of frames x reads as the old token of frames (x, x, ...), and the CTC head keeps
-        every k-th of its frame rows. A randomly re-initialised pool instead fell into the CTC blank plateau and
-        collapsed the codebook to a few codes."""
-        tensors = dict(tensors)
-        pool, ctc, ctc_b = tensors.get("pool.weight"), tensors.get("ctc_out.weight"), tensors.get("ctc_out.bias")
-        d, fpt, up = self.model.pool.weight.shape[0], self.cfg.model.frames_per_token, self.cfg.model.ctc_upsample
-        if pool is not None and pool.shape[0] == d and pool.shape[1] % (fpt * self.model.pool.weight.shape[1] // fpt) == 0:
-            old_fpt = pool.shape[1] // (self.model.pool.weight.shape[1] // fpt)
-            if old_fpt > fpt and old_fpt % fpt == 0:
-                k = old_fpt // fpt
-                tensors["pool.weight"] = pool.view(d, k, -1).sum(1)
-        if ctc is not None and ctc_b is not None:
-            old_up = ctc.shape[0] // self.model.ctc_out.weight.shape[0] * up
-            if old_up > up and old_up % up == 0 and ctc.shape[1] == d:
-                k = old_up // up
-                tensors["ctc_out.weight"] = ctc.view(old_up, -1, d)[::k].reshape(-1, d)
-                tensors["ctc_out.bias"] = ctc_b.view(old_up, -1)[::k].reshape(-1)
-        return tensors
-
     def step_losses(self, rng):
         fpt = self.cfg.model.frames_per_token
         speed = rng.uniform(*self.cfg.speed_range) if rng.random() < 0.7 else 1.0
