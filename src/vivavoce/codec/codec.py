@@ -1,7 +1,7 @@
 """The codec facade: load the three checkpoints, audio <-> token ids, streaming, resynthesis.
 
     codec = Codec.load()                       # shipped lite-16k checkpoints
-    ids = codec.encode(audio16k)               # int64 ids at 12.5 Hz
+    ids = codec.encode(audio16k)               # int64 ids at codec.token_rate (25 Hz shipped)
     audio = codec.decode(ids, voice_ref=ref16k, speed=1.3)   # at codec.sample_rate
 """
 

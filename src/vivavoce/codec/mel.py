@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 SAMPLE_RATE = 16000
-HOP = 160  # 10 ms: 100 frames/s; one 12.5 Hz token = 8 frames = 1280 samples
+HOP = 160  # 10 ms: 100 frames/s; one 25 Hz token = 4 frames = 640 samples (12.5 Hz: 8 frames)
 N_FFT = 640
 N_MELS = 80
 LOG_FLOOR = 1e-5

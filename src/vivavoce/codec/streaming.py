@@ -1,10 +1,10 @@
 """Streaming encode and decode with explicit per-stream state (one object per stream, nothing shared).
 
-EncodeStream: push audio in any pieces (80 ms = one token is the natural size); the tokenizer is causal, so the
-tokens equal those of encoding the whole file at once (`Codec.encode`, which pads the end to a whole token the same
-way `flush` does).
+EncodeStream: push audio in any pieces (a token, 40 ms at 25 Hz, is the natural size); the tokenizer is causal, so
+the tokens equal those of encoding the whole file at once (`Codec.encode`, which pads the end to a whole token the
+same way `flush` does).
 
-DecodeStream: push token ids as they arrive; every `chunk` tokens (default 5 = 0.4 s) it decodes once the
+DecodeStream: push token ids as they arrive; every `chunk` tokens (default 5 = 0.2 s at 25 Hz) it decodes once the
 bounded look-ahead the models need is in (decoder token and frame look-ahead + vocoder look-ahead, about two
 tokens), recomputing a window of past context instead of carrying every layer's cache, and overlap-adds the
 iSTFT frames onto the tail kept from the previous chunk. All receptive fields are finite and known, so the

@@ -1,4 +1,4 @@
-"""Causal semantic speech tokenizer: log-mel (100 frames/s) -> causal encoder -> 12.5 Hz -> FSQ code ids.
+"""Causal semantic speech tokenizer: log-mel (100 frames/s) -> causal encoder -> tokens (12.5 or 25 Hz) -> FSQ ids.
 
 Trained with CTC on espeak-ng phonemes (the head reads only the quantised codes), so the codes carry content more
 than voice. Everything is causal with explicit state: `encode(mel, state)` on consecutive pieces of a stream gives

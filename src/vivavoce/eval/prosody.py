@@ -19,7 +19,8 @@ class Prosody:
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in self.__dict__.items()}
 
 
-def f0_track(audio: np.ndarray, rate: int, floor: float = 60.0, ceiling: float = 1000.0) -> tuple[np.ndarray, np.ndarray]:
+def f0_track(audio: np.ndarray, rate: int, floor: float = 60.0,
+             ceiling: float = 1000.0) -> tuple[np.ndarray, np.ndarray]:
     """(times in s, F0 in Hz with 0 where unvoiced), 10 ms hop. The ceiling is high because the corpus's child and
     soprano voices reach 700 Hz when surprised: at 500 Praat halved those frames (an octave error)."""
     import parselmouth
