@@ -290,3 +290,19 @@ def test_bad_manifests(tmp_path, corpus):
     empty.write_text("\n")
     with pytest.raises(VivavoceError, match="no tokenised"):
         load_tokens(empty)
+
+
+def test_aligned_embedding_table_keeps_codes_apart(tokens, backbone):
+    """The warm-start table is centred: two codes that sit under different text are far apart (the raw means all
+    lean towards the one mean text embedding), every seen row has the text embeddings' norm, unseen codes get the
+    mean text embedding."""
+    from vivavoce.train.lm_recipe import aligned_embedding_table
+
+    emb = backbone.model.get_input_embeddings().weight.detach().float()
+    rows = [{"speech_ids": [1, 1, 2, 2], "text_ids": [10, 20]}, {"speech_ids": [1, 3], "text_ids": [10, 30]}]
+    table = aligned_embedding_table(rows, emb, 8)
+    cos = torch.nn.functional.cosine_similarity
+    raw1, raw2 = emb[10], emb[20]  # what codes 1 and 2 would be uncentred (each under one token)
+    assert cos(table[1], table[2], dim=0) < cos(raw1, raw2, dim=0) - 0.2
+    assert torch.allclose(table[[1, 2, 3]].norm(dim=1), emb.norm(dim=1).mean().expand(3), rtol=1e-4)
+    assert torch.allclose(table[5], emb.mean(0), atol=1e-6)
