@@ -5,8 +5,8 @@ held-out voices), each engine answers; Whisper tiny.en transcribes the spoken an
 frozen LLM's own text answer to the same question (the corpus's assistant text: WER and keyword hit rate, keywords =
 the reference's three longest content words). Also: WER against the engine's own text where it writes one (does
 the speech say what the text says?), DNSMOS, time to first audio after the end of the question (the question is
-given whole, so this is all compute) and speech tokens per second (the codec's token rate times the seconds of answer audio, over the
-compute time of the whole answer, codec decoding included).
+given whole, so this is all compute) and speech tokens per second (the codec's token rate times the seconds of
+answer audio, over the compute time of the whole answer, codec decoding included).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm.py --corpus corpus/small \
         [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--threads 2] [--limit N] \

@@ -2,7 +2,8 @@
 # Trains the shipped lite-16k codec checkpoints on one CPU thread and copies them into
 # src/vivavoce/checkpoints/codec-lite-16k/ (the hq-48k vocoder into codec-hq-48k/). Re-running resumes any part
 # whose run directory already exists. Round 1 (v1) is the small first set; round 2 (v2) starts from it on the
-# 2.1 h mixed set; round 3 (v3) moves the tokenizer to 25 Hz. See src/vivavoce/checkpoints/codec-lite-16k/TRAINED.md for times and figures.
+# 2.1 h mixed set; round 3 (v3) moves the tokenizer to 25 Hz. See src/vivavoce/checkpoints/codec-lite-16k/TRAINED.md
+# for times and figures.
 #   CORPUS=/path/to/corpus/small ALIGN=/path/to/corpus/joe-align scripts/train_codec_lite.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -82,9 +82,7 @@ def aligned_embedding_table(rows: list[dict], text_embed: torch.Tensor, speech_v
         total.index_add_(0, idx, emb[torch.tensor(text)[j]])
         count.index_add_(0, idx, torch.ones(len(codes), dtype=torch.float64))
     seen = count > 0
-    if not seen.any():
-        return emb.mean(0).expand(speech_vocab, H).float().clone()
-    centred = total / count.clamp(min=1)[:, None] - total[seen].sum(0) / count[seen].sum()
+    centred = total / count.clamp(min=1)[:, None] - total.sum(0) / count.sum().clamp(min=1)  # unseen rows add 0
     norm = emb.norm(dim=1).mean()
     table = torch.where(seen[:, None], centred / centred.norm(dim=1, keepdim=True).clamp(min=1e-8) * norm, emb.mean(0))
     return table.float()
