@@ -98,9 +98,10 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     return items, summary
 
 
-def run_reading(engine, questions, evaluator) -> tuple[list, dict]:
+def run_reading(engine, questions, evaluator, guided: bool = False) -> tuple[list, dict]:
     """Diagnostic, not a mode: the speech branch reads each reference answer aloud (tts system prompt, the text as
-    a written user turn, a true-mode reply), so its speaking is scored apart from its understanding."""
+    a written user turn), so its speaking is scored apart from its understanding. `guided`: the reply is guided by
+    the same text (the word-aligned layout of the tts task), else a true-mode reply (the tts_true task)."""
     from vivavoce.eval.report import summarize
     from vivavoce.model.generate import GenerationConfig, SpeechSession
 
@@ -108,11 +109,13 @@ def run_reading(engine, questions, evaluator) -> tuple[list, dict]:
     for ref in dict.fromkeys(q["reference"] for q in questions):
         session = SpeechSession(engine.model, engine.processor, None, mode="tts")  # fresh: the reference cache
         session.push_text(ref)
-        ids = [t for kind, t in session.respond(GenerationConfig(mode="true", seed=0)) if kind == "speech"]
+        reply = session.respond(GenerationConfig(mode="guided", seed=0), text=ref) if guided else session.respond(
+            GenerationConfig(mode="true", seed=0))
+        ids = [t for kind, t in reply if kind == "speech"]
         audio = engine.codec.decode(ids, engine._voice()) if ids else np.zeros(0, dtype=np.float32)
         if audio.size < 0.3 * engine.codec.sample_rate:
             continue
-        item = evaluator.score(f"read:{ref[:30]}", audio, engine.codec.sample_rate, reference=ref,
+        item = evaluator.score(f"read{'-guided' * guided}:{ref[:30]}", audio, engine.codec.sample_rate, reference=ref,
                                keywords=keywords(ref))  # fmt: skip
         print(f"read: {item.transcript!r} (wer {item.wer:.2f})", flush=True)
         items.append(item)
@@ -149,13 +152,16 @@ def main() -> None:
         print(format_table(items, summary))
         results[name] = summary
         all_items += items
-        if args.reading and name in ("true", "guided") and "reading" not in results:
+        for guided in (False, True) if args.reading and name in ("true", "guided") else ():
+            key = "reading_guided" if guided else "reading"
+            if key in results or (guided and engine.processor.config.guided_layout != "aligned"):
+                continue
             try:
-                items, summary = run_reading(engine, questions, evaluator)
+                items, summary = run_reading(engine, questions, evaluator, guided)
             except Exception as e:  # a diagnostic must not cost the main figures
-                print(f"reading diagnostic failed: {e.__class__.__name__}: {e}")
+                print(f"{key} diagnostic failed: {e.__class__.__name__}: {e}")
                 items, summary = [], {"error": str(e)}
-            results["reading"] = summary
+            results[key] = summary
             all_items += items
     keys = ("items", "answered", "wer", "keyword_hit_rate", "self_wer", "dnsmos_ovrl", "first_audio_s",
             "first_audio_p50_s", "speech_tokens_per_s", "seconds")  # fmt: skip

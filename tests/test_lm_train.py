@@ -89,6 +89,12 @@ def test_token_cache_and_examples(tokens, corpus, backbone, codec):
     again = tokenize_corpora([corpus], tokens, codec=codec, tokenizer=object(), log=lambda m: None)
     assert len(again) == 9 and tokens.stat().st_size == size
     assert {r["codec"] for r in rows} == {codec.tokenizer_fingerprint}
+    for r in rows:  # assistant replies carry word onsets: one per word, rising, inside the speech
+        if r["turn"] == "user":
+            assert r["word_onsets"] is None
+            continue
+        onsets = [o for o in r["word_onsets"] if o is not None]
+        assert len(onsets) == len(r["text"].split()) and onsets == sorted(onsets) and onsets[-1] < len(r["speech_ids"])
 
     class OtherCodec:  # another tokenizer: every row is redone with its codes, none of the old ones is kept
         tokenizer_fingerprint, token_rate = "0" * 16, 25.0
@@ -106,6 +112,7 @@ def test_token_cache_and_examples(tokens, corpus, backbone, codec):
     expected = ["tts"] * 2 + ["tts_true"] * 2 + ["asr"] * 6 + ["s2s"] * 4 + ["s2s_guided"] * 4 + ["s2t"] * 4
     assert tasks == sorted(expected)
     assert all(e.split == "train" for e in train) and len(build_examples(rows, split="dev")) == 11
+    assert all(e.turns[1].onsets for e in train if e.task in ("tts", "s2s_guided"))
     guided = next(e for e in train if e.task == "s2s_guided")
     answer = next(r for r in rows if r["id"] == "d1.a")
     assert guided.turns[1].text == answer["text"] and guided.turns[1].speech == answer["speech_ids"]

@@ -113,7 +113,8 @@ def test_processor_round_trip(proc, mode):
         assert (tt == IGNORE).all()
 
 
-def test_guided_layout_text_leads_speech(proc):
+def test_guided_lead_layout_text_leads_speech(backbone, model):
+    proc = SpeechLMProcessor(backbone.tokenizer, model.config, ProcessorConfig(guided_layout="lead"))
     text = proc.text_ids("Paris is the capital of France.")
     grid = proc.encode([ChatTurn("user", speech=codes(4)), ChatTurn("assistant", "Paris is the capital of France.",
                                                                      speech=codes(20))], "s2s")  # fmt: skip
@@ -126,6 +127,37 @@ def test_guided_layout_text_leads_speech(proc):
     short = proc.encode([ChatTurn("user", "Hi"), ChatTurn("assistant", "Yes.", speech=codes(5))])
     t0 = len(short) - 5 - 2 - 2 - 2  # S codes E, <|im_end|> \n, and the 2-token text before
     assert short.speech_ids[t0 + 2] == proc.sos  # a text shorter than the delay: speech follows it at once
+
+
+def test_aligned_layout_puts_each_word_at_its_onset(proc):
+    reply = "Paris is the capital, of France."
+    text = proc.text_ids(reply)
+    words = proc.words(text)
+    assert [w for _, w in words] == ["Paris", "is", "the", "capital,", "of", "France."]
+    onsets: list[int | None] = [None] * len(text)
+    for (a, _), o in zip(words, [1, 9, 12, 14, 30, 33]):
+        onsets[a] = o
+    grid = proc.encode([ChatTurn("user", speech=codes(4)), ChatTurn("assistant", reply, speech=codes(40),
+                                                                     onsets=onsets)], "s2s")  # fmt: skip
+    start = grid.speech_ids.index(proc.eos) + 3 + len(proc.header_ids("assistant"))  # E, <|im_end|> \n, header
+    assert grid.speech_ids[start + proc.config.guided_delay] == proc.sos
+    at = {p - start: t for p, t in enumerate(grid.text_ids) if p >= start and t not in (NONE, proc.im_end)
+          and p < len(grid) - 2}  # fmt: skip
+    assert sorted(at.items()) == sorted(zip(proc.aligned_positions(text, onsets), text))
+    for (a, _), o in zip(words, [1, 9, 12, 14, 30, 33]):
+        assert grid.text_ids[start + o] == text[a]  # a word sits at its onset, its later tokens right after
+    # Each text token is the target where the text token before it sits; <|im_end|> after the last.
+    tt = grid.text_targets
+    pos = [start + q for q in proc.aligned_positions(text, onsets)]
+    assert [tt[p] for p in [start - 1, *pos]] == [*text, proc.im_end]
+    # Speech targets: S, the codes and E, each at the position before it.
+    st = np.array(grid.speech_targets)
+    assert (st != IGNORE).sum() == 40 + 2
+    # Without onsets, the estimate: monotone, one word per onset, about a word every 5-15 positions here.
+    est = proc.estimate_onsets(text)
+    starts = [o for o in est if o is not None]
+    assert len(starts) == len(words) and starts == sorted(starts) and 5 <= np.diff(starts).mean() <= 15
+    assert proc.aligned_positions(text) == proc.aligned_positions(text, est)
 
 
 def test_batching_pads_and_masks(proc):
@@ -210,10 +242,13 @@ def test_fast_decode_matches_reference_greedy(backbone, model, proc):
     assert torch.equal(sl2, sl)
 
 
-@pytest.mark.parametrize("mode,decoder", [("true", "reference"), ("guided", "reference"), ("guided", "fast")])
-def test_generation_follows_the_processor_layout(model, proc, mode, decoder):
+@pytest.mark.parametrize("mode,decoder,layout", [("true", "reference", "aligned"), ("guided", "reference", "aligned"),
+                                                ("guided", "fast", "aligned"), ("guided", "fast", "lead")])
+def test_generation_follows_the_processor_layout(model, backbone, mode, decoder, layout):
     """Greedy tokens from the incremental session (user speech pushed in pieces) are the argmax of a full
-    forward over the processor's grid of the same conversation (the fast decoder as the engine runs it)."""
+    forward over the processor's grid of the same conversation (the fast decoder as the engine runs it). In the
+    aligned layout the text is written as a text reply first, then spoken at its estimated onsets."""
+    proc = SpeechLMProcessor(backbone.tokenizer, model.config, ProcessorConfig(guided_layout=layout))
     user = codes(14, 5)
     if decoder == "fast":
         fast = FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256))
@@ -243,9 +278,32 @@ def test_generation_follows_the_processor_layout(model, proc, mode, decoder):
             logits = full.speech_logits[0, p].clone()
             logits[[proc.sos, proc.eos]] = float("-inf")
             assert int(logits.argmax()) == target
+    if layout == "aligned" and text:
+        grid = proc.encode([ChatTurn("user", speech=user), ChatTurn("assistant", reply.text)], "s2s")
+        with torch.no_grad():
+            full = model(*grid.tensors())
     for p in np.flatnonzero(np.array(grid.text_targets) != IGNORE):
         if grid.text_targets[p] != proc.im_end:
             assert int(full.text_logits[0, p].argmax()) == grid.text_targets[p]
+
+
+def test_generation_speaks_a_given_text_at_its_onsets(model, proc):
+    fast = FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256))
+    session = SpeechSession(model, proc, fast, mode="tts")
+    session.push_text("Paris is the capital of France.")
+    cfg = GenerationConfig(mode="guided", temperature=0, min_speech_tokens=0, max_speech_tokens=30)
+    out = list(session.respond(cfg, text="Paris is lovely."))
+    assert [t for k, t in out if k == "text"] == proc.text_ids("Paris is lovely.")
+    speech = [t for k, t in out if k == "speech"]
+    grid = proc.encode([ChatTurn("user", "Paris is the capital of France."),
+                        ChatTurn("assistant", "Paris is lovely.", speech=speech)], "tts")  # fmt: skip
+    with torch.no_grad():
+        full = model(*grid.tensors())
+    targets = [(p, t) for p, t in enumerate(grid.speech_targets) if t != IGNORE and t in speech]
+    assert targets and all(int(full.speech_logits[0, p, :1024].argmax()) == t for p, t in targets)
+    with pytest.raises(VivavoceError, match="aligned"):
+        session.push_text("Hi")
+        list(session.respond(replace(cfg, mode="true"), text="Hello."))
 
 
 def test_generation_min_and_max_length(backbone, proc):

@@ -8,8 +8,10 @@ A `SpeechSession` holds one conversation's decode state explicitly (moshi-style)
         ...                                             # ("text", id) and ("speech", id) as they come
 
 Modes: "true" — the speech branch alone speaks the answer (text stream empty); "guided" — the frozen text branch
-writes the answer (greedy: the LLM's own answer) and the speech branch speaks it, starting `guided_delay`
-positions behind (the layout of `processor.py`). Decoding runs on a `ReferenceDecoder` (the model itself, with a
+writes the answer (greedy: the LLM's own answer) and the speech branch speaks it, in the processor's layout: for
+the word-aligned layout the text is written first, as a text reply, then the cache is rewound to the reply's start
+and the words are laid out at their estimated onsets while the speech branch speaks them; for the "lead" layout
+text and speech run together, speech `guided_delay` positions behind. Decoding runs on a `ReferenceDecoder` (the model itself, with a
 transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids, want_text, want_speech)`.
 """
 
@@ -158,20 +160,88 @@ class SpeechSession:
         ids = self.proc.text_ids(text)
         self._feed(ids, [NONE] * len(ids), want_text=False, want_speech=False)
 
-    def respond(self, config: GenerationConfig | None = None) -> Iterator[tuple[str, int]]:
+    def respond(self, config: GenerationConfig | None = None, text: str | None = None) -> Iterator[tuple[str, int]]:
         """Close the user's turn and generate the spoken reply: yields ("text", id) and ("speech", code) as they
-        come, until end-of-speech or a length limit. Closing it early (`gen.close()`) leaves the session usable."""
+        come, until end-of-speech or a length limit. Closing it early (`gen.close()`) leaves the session usable.
+        `text` (guided mode, aligned layout): the words to speak, given instead of written by the text branch."""
         config = config or GenerationConfig()
         config.check()
         if self._user_open is None:
             raise VivavoceError("nothing to answer: push the user's speech (or text) first")
-        proc, cfg = self.proc, self.model.config
+        proc = self.proc
         close = ([NONE], [proc.eos]) if self._user_open == "speech" else ([], [])
         tail = [proc.im_end, *proc.newline, *proc.header_ids("assistant")]
         self._user_open = None
         guided = config.mode == "guided"
+        aligned = guided and proc.config.guided_layout == "aligned"
+        if text is not None and not aligned:
+            raise VivavoceError("a given text is spoken in guided mode with the aligned layout only")
         tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=guided)
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+        if aligned:
+            yield from self._respond_aligned(config, tl, gen, None if text is None else proc.text_ids(text))
+        else:
+            yield from self._respond_lead(config, tl, sl, gen)
+
+    def _next_text(self, config: GenerationConfig, tl, texts: list[int], gen) -> int | None:
+        """The text branch's next token, or None at its end (a stop token or the length limit)."""
+        tok = sample(penalise(tl, texts, config.text_repetition_penalty), config.text_temperature, 0, 1.0, gen)
+        return None if tok in self.proc.stop_ids or len(texts) >= config.max_text_tokens else tok
+
+    def _next_speech(self, config: GenerationConfig, sl, codes: list[int], gen) -> int:
+        cfg = self.model.config
+        logits = penalise(sl, codes[-config.repetition_window :], config.repetition_penalty).clone()
+        logits[cfg.sos] = float("-inf")
+        if len(codes) < config.min_speech_tokens:
+            logits[cfg.eos] = float("-inf")
+        if len(codes) >= config.max_speech_tokens:
+            return cfg.eos
+        return sample(logits, config.temperature, config.top_k, config.top_p, gen)
+
+    def _close_reply(self, last_text: int) -> None:
+        """The end of speech and the turn's closing are fed with the next turn (no need to wait for them now)."""
+        proc = self.proc
+        self._pending = [(last_text, proc.eos), (proc.im_end, NONE), *[(n, NONE) for n in proc.newline]]
+
+    def _respond_aligned(self, config: GenerationConfig, tl, gen, given: list[int] | None):
+        proc = self.proc
+        start = self.decoder.length
+        texts: list[int] = []
+        try:
+            if given is not None:
+                texts = given
+                for tok in given:
+                    yield "text", tok
+            else:
+                while (tok := self._next_text(config, tl, texts, gen)) is not None:  # the text reply, in a row
+                    texts.append(tok)
+                    yield "text", tok
+                    tl, _ = self._feed([tok], [NONE], want_speech=False)
+                self.decoder.truncate(start)  # rewind: the same words again, each at its onset
+            at = dict(zip(proc.aligned_positions(texts), texts))
+            delay, codes, i, sl = proc.config.guided_delay, [], 0, None
+            while True:
+                t = at.get(i, NONE)
+                if i < delay:
+                    s = NONE
+                elif i == delay:
+                    s = proc.sos
+                else:
+                    s = self._next_speech(config, sl, codes, gen)
+                    if s == proc.eos:
+                        self._close_reply(t)
+                        return
+                    codes.append(s)
+                    yield "speech", s
+                _, sl = self._feed([t], [s], want_text=False, text_branch=self.keep_text_cache)
+                i += 1
+        finally:
+            if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same
+                self._close_reply(NONE)
+
+    def _respond_lead(self, config: GenerationConfig, tl, sl, gen) -> Iterator[tuple[str, int]]:
+        proc = self.proc
+        guided = config.mode == "guided"
         delay = proc.config.guided_delay
         text_done, started = not guided, False
         texts: list[int] = []
@@ -181,9 +251,8 @@ class SpeechSession:
             while True:
                 t = NONE
                 if not text_done:
-                    logits = penalise(tl, texts, config.text_repetition_penalty)
-                    tok = sample(logits, config.text_temperature, 0, 1.0, gen)
-                    if tok in proc.stop_ids or len(texts) >= config.max_text_tokens:
+                    tok = self._next_text(config, tl, texts, gen)
+                    if tok is None:
                         text_done = True
                     else:
                         t = tok
@@ -193,16 +262,9 @@ class SpeechSession:
                     started = not guided or i >= delay or text_done
                     s = proc.sos if started else NONE
                 else:
-                    logits = penalise(sl, codes[-config.repetition_window :], config.repetition_penalty).clone()
-                    logits[cfg.sos] = float("-inf")
-                    if len(codes) < config.min_speech_tokens:
-                        logits[cfg.eos] = float("-inf")
-                    s = cfg.eos if len(codes) >= config.max_speech_tokens else sample(
-                        logits, config.temperature, config.top_k, config.top_p, gen
-                    )
-                    if s == cfg.eos:
-                        # The end and the turn's closing are fed with the next turn (no need to wait for them now).
-                        self._pending = [(t, s), (proc.im_end, NONE), *[(n, NONE) for n in proc.newline]]
+                    s = self._next_speech(config, sl, codes, gen)
+                    if s == proc.eos:
+                        self._close_reply(t)
                         return
                     codes.append(s)
                     yield "speech", s
@@ -211,4 +273,4 @@ class SpeechSession:
                 i += 1
         finally:
             if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same
-                self._pending = [(NONE, cfg.eos), (proc.im_end, NONE), *[(n, NONE) for n in proc.newline]]
+                self._close_reply(NONE)

@@ -10,20 +10,32 @@ Layout (ChatML; `·` = NONE, no token in that stream; S/E = start/end of speech)
 - A spoken user turn: its speech span (S codes E) in the speech stream, text stream empty (its transcript, if any,
   is not placed; an alignment task puts it in the assistant's reply instead).
 - A spoken assistant reply without text ("true" mode): the same, speech only.
-- A spoken assistant reply with text ("text-guided"): the text tokens fill the text stream from the reply's first
+- A spoken assistant reply with text ("text-guided"), word-aligned layout (`guided_layout: aligned`, the
+  default; Moshi's inner monologue): each word's text tokens sit at the position where the word's speech starts
+  (its onset, in codec tokens; measured by forced alignment for training, `train/lm_align.py`, else estimated from
+  the text by `estimate_onsets`), and the speech span starts `guided_delay` positions after the reply's start, so
+  each word is read `guided_delay` positions before its first code is due. The speech branch then needs only the
+  word it is saying, a few positions back (guided_delay 2 here):
+
+      text   t1 ·  ·  t2 t3 ·  ·  ·  t4 ·  ·  ·  ·  ·  ·
+      speech ·  ·  S  a1 a2 a3 a4 a5 a6 a7 a8 a9 E
+
+- The older "lead" layout (`guided_layout: lead`): the text tokens fill the text stream from the reply's first
   position; the speech span starts `guided_delay` positions later (or right after a shorter text) and runs on, the
   text stream empty once the text is done. Text leads: speech is ~4 positions a word, text one, so the text is
   soon far ahead of the speech.
 
 Targets (what the position's logits should predict; IGNORE elsewhere), only in trained turns (assistant by default):
-text targets for a text reply's tokens and its <|im_end|>; for a guided reply's text tokens, and <|im_end|> after
-its last one (the frozen LM's own end-of-text signal: generation then stops feeding text); speech targets for S,
+text targets for a text reply's tokens and its <|im_end|>; for a guided reply's text tokens (each at the position
+of the text token before it, wherever that is), and <|im_end|> after its last one (the frozen LM's own end-of-text
+signal); speech targets for S,
 the codes and E of a spoken reply. The closing "<|im_end|>\\n" of a spoken reply is not trained: the generator
 writes it. Modes (S→S, S→T, T→S, T→T) are chosen by the system prompt, as in MOSS-Speech.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +60,8 @@ TASK_PROMPTS = {
     "tts": "Read the user's text aloud, word for word.",
 }
 ROLES = ("system", "user", "assistant")
+LAYOUTS = ("aligned", "lead")
+SPEAKABLE = re.compile(r"[A-Za-z0-9]")  # a word with none of these is not spoken (a lone dash)
 
 
 @dataclass
@@ -60,6 +74,9 @@ class ChatTurn:
     text: str | None = None
     speech: list[int] | None = None
     audio: np.ndarray | None = None
+    # Guided replies, aligned layout: per text token, the codec token where its word starts (None on a word's
+    # later tokens). Measured onsets for training; None: estimated from the text.
+    onsets: list[int | None] | None = None
 
     @property
     def spoken(self) -> bool:
@@ -68,7 +85,17 @@ class ChatTurn:
 
 @dataclass
 class ProcessorConfig:
-    guided_delay: int = 4  # positions from a guided reply's first text token to its S (at most the text's length)
+    guided_layout: str = "aligned"  # aligned | lead (see the module docstring)
+    # aligned: positions from the reply's start to its S, so each word is read this many positions early; lead:
+    # positions from the first text token to S (at most the text's length)
+    guided_delay: int = 4
+    # Onset estimate of the aligned layout where none is measured (generation): a word lasts onset_per_word +
+    # onset_per_char x its letters + onset_pause if it ends a clause, in codec tokens. Fitted to forced alignments
+    # of the training speech by `lm_align.fit_onset_rule`; these defaults are joe at 25 Hz.
+    onset_first: float = 2.0
+    onset_per_word: float = 3.0
+    onset_per_char: float = 1.2
+    onset_pause: float = 4.0
     train_roles: tuple[str, ...] = ("assistant",)
     max_len: int | None = None  # longer conversations are refused (VivavoceError)
 
@@ -130,6 +157,8 @@ class SpeechLMProcessor:
         self.newline = self.text_ids("\n")
         self.role_ids = {role: self.text_ids(role) for role in ROLES}
         self.stop_ids = sorted({self.im_end, tokenizer.eos_token_id} - {None})  # end of a text reply
+        if self.config.guided_layout not in LAYOUTS:
+            raise VivavoceError(f"guided_layout must be aligned or lead, not {self.config.guided_layout!r}")
 
     def header_ids(self, role: str) -> list[int]:
         """Text ids that open a turn: <|im_start|>role\\n."""
@@ -169,7 +198,10 @@ class SpeechLMProcessor:
             speech = self._speech_of(turn, codec)
             text = self.text_ids(turn.text) if turn.text else []
             if speech is not None and turn.role == "assistant" and text:
-                self._guided(g, text, speech, train)
+                if self.config.guided_layout == "aligned":
+                    self._guided_aligned(g, text, speech, turn.onsets, train)
+                else:
+                    self._guided(g, text, speech, train)
                 self._text(g, [self.im_end], train=False)
             elif speech is not None:
                 self._speech_span(g, speech, train)
@@ -230,6 +262,53 @@ class SpeechLMProcessor:
                     g.speech_targets[p - 1] = s
         if train:
             g.text_targets[start + len(text) - 1] = self.im_end  # end of text: the generator stops feeding text
+
+    def words(self, text_ids: list[int]) -> list[tuple[int, str]]:
+        """(first token index, text) of each word: a word starts at the first token and at each token whose text
+        begins with a space (the backbone's byte-level BPE)."""
+        pieces = [self.tokenizer.decode([t]) for t in text_ids]
+        starts = [i for i, p in enumerate(pieces) if i == 0 or p[:1].isspace()]
+        ends = [*starts[1:], len(text_ids)]
+        return [(a, self.tokenizer.decode(text_ids[a:b]).strip()) for a, b in zip(starts, ends)]
+
+    def estimate_onsets(self, text_ids: list[int]) -> list[int | None]:
+        """Onsets (codec tokens) of the words of `text_ids` from their letters and punctuation alone (the config's
+        onset_* rate constants): the aligned layout where no alignment is measured, as in generation."""
+        c = self.config
+        out: list[int | None] = [None] * len(text_ids)
+        at = c.onset_first
+        for a, word in self.words(text_ids):
+            if SPEAKABLE.search(word):
+                out[a] = int(round(at))
+                at += c.onset_per_word + c.onset_per_char * len(SPEAKABLE.findall(word)) + c.onset_pause * (
+                    word[-1:] in ",.;:!?")
+        return out
+
+    def aligned_positions(self, text_ids: list[int], onsets: list[int | None] | None = None) -> list[int]:
+        """Positions (from the reply's start) of the text tokens in the aligned layout: each word at its onset, its
+        later tokens right after it, never two on one position; `onsets` None (or of another length): estimated."""
+        if onsets is None or len(onsets) != len(text_ids):
+            onsets = self.estimate_onsets(text_ids)
+        pos, prev = [], -1
+        for o in onsets:
+            prev = max(int(o), prev + 1) if o is not None else prev + 1
+            pos.append(prev)
+        return pos
+
+    def _guided_aligned(self, g: Grid, text: list[int], codes: list[int], onsets, train: bool) -> None:
+        start = len(g)
+        speech = [self.sos, *codes, self.eos]
+        delay = self.config.guided_delay
+        pos = self.aligned_positions(text, onsets)
+        at = dict(zip(pos, text))
+        for i in range(max(pos[-1] + 1, delay + len(speech))):
+            s = speech[i - delay] if 0 <= i - delay < len(speech) else NONE
+            p = g.add(text=at.get(i, NONE), speech=s)
+            if train and s != NONE:
+                g.speech_targets[p - 1] = s
+        if train:  # each text token is predicted where the one before it sits (the first: at the header's end)
+            for before, t in zip([start - 1, *(start + q for q in pos)], [*text, self.im_end]):
+                g.text_targets[before] = t
 
     # ---- grid → conversation -----------------------------------------------------------------------------------
 

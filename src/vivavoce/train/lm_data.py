@@ -127,12 +127,22 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
             key = f"{name}/{row['id']}"
             if key not in have:
                 todo.append((key, name, row))
-    log(f"{len(have)} utterances already tokenised, {len(todo)} to do")
-    if todo:
+    stale = [r for r in have.values() if "word_onsets" not in r]  # rows of a cache from before the onsets
+    log(f"{len(have)} utterances already tokenised, {len(todo)} to do, {len(stale)} to align")
+    if todo or stale:
         if tokenizer is None:
             from vivavoce.model.backbone import load_backbone
 
             tokenizer = load_backbone().tokenizer
+        from vivavoce.model.processor import SpeechLMProcessor
+
+        proc = SpeechLMProcessor(tokenizer)
+        for r in stale:
+            r["word_onsets"] = onsets_of(r, proc, codec)
+        if stale:  # rewritten whole, through a temporary file: a kill leaves the old cache
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in have.values()))
+            tmp.replace(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a") as f:
             for n, (key, name, row) in enumerate(todo, 1):
@@ -141,12 +151,25 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
                 entry["text_ids"] = tokenizer.encode(row["text"], add_special_tokens=False)
                 entry["speech_ids"] = [int(i) for i in codec.encode(audio)]
                 entry.update(codec=codec.tokenizer_fingerprint, token_rate=codec.token_rate)
+                entry["word_onsets"] = onsets_of(entry, proc, codec)
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
                 have[key] = entry
                 if n % 100 == 0:
                     log(f"  {n}/{len(todo)} tokenised")
+    replies = [r for r in have.values() if r["turn"] == "assistant"]
+    log(f"word onsets measured for {sum(bool(r.get('word_onsets')) for r in replies)} of {len(replies)} replies")
     return list(have.values())
+
+
+def onsets_of(row: dict, proc, codec) -> list[int | None] | None:
+    """Word onsets of an assistant utterance (the speech of guided replies); None for user turns, failures and a
+    codec without a CTC tokenizer to align with."""
+    from vivavoce.train.lm_align import word_onsets
+
+    if row["turn"] != "assistant" or not row["text_ids"] or getattr(codec, "tokenizer", None) is None:
+        return None
+    return word_onsets(row["speech_ids"], proc.words(row["text_ids"]), len(row["text_ids"]), codec.tokenizer)
 
 
 def load_tokens(path: str | Path) -> list[dict]:
@@ -194,8 +217,8 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
     for r in rows:
         plain = r["turn"] == "assistant" and r.get("emotion", "neutral") == "neutral" and not r.get("control")
         if plain and cfg.tts:
-            out.append(Example("tts", "tts", [ChatTurn("user", r["text"]),
-                                              ChatTurn("assistant", r["text"], r["speech_ids"])], split, r["key"]))
+            reply = ChatTurn("assistant", r["text"], r["speech_ids"], onsets=r.get("word_onsets"))
+            out.append(Example("tts", "tts", [ChatTurn("user", r["text"]), reply], split, r["key"]))
         if plain and cfg.tts_true:
             out.append(Example("tts_true", "tts", [ChatTurn("user", r["text"]),
                                                    ChatTurn("assistant", None, r["speech_ids"])], split, r["key"]))
@@ -218,8 +241,8 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
             if cfg.s2s:
                 out.append(Example("s2s", "s2s", [user, ChatTurn("assistant", None, a["speech_ids"])], split, pair))
             if cfg.s2s_guided:
-                out.append(Example("s2s_guided", "s2s", [user, ChatTurn("assistant", a["text"], a["speech_ids"])],
-                                   split, pair))  # fmt: skip
+                reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"))
+                out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
             if cfg.s2t:
                 out.append(Example("s2t", "s2t", [user, ChatTurn("assistant", a["text"])], split, pair))
     return out

@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
-from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, checkpoint_metadata
 from vivavoce.train.lm_data import Example, ExampleConfig, build_examples, load_tokens, summarize, tokenize_corpora
 from vivavoce.train.loop import LoopConfig, Recipe
 
@@ -187,6 +187,8 @@ class LMRecipe(Recipe):
         if self.cached:
             self.model.speech_embed.weight.requires_grad_(False)
         self.processor = SpeechLMProcessor(backbone.tokenizer, cfg.model, cfg.processor)
+        if cfg.processor.guided_layout == "aligned":
+            self._fit_onset_rule([r for r in rows if r["split"] == "train"])
         ex_cfg = cfg.examples
         if self.cached:  # text targets cannot reach a trainable weight here: leave the text-only tasks out
             ex_cfg = ExampleConfig(**{**asdict(ex_cfg), "asr": False, "s2t": False})
@@ -221,6 +223,19 @@ class LMRecipe(Recipe):
         trainable copy then starts from the backbone's)."""
         self.model.load_trainable(path, across_stages=True)
         self.log(f"started from {path}")
+
+    def _fit_onset_rule(self, rows: list[dict]) -> None:
+        """Generation lays words out at onsets estimated from the text: fit the estimate's rates to the measured
+        onsets of this data (they travel in the checkpoint's processor config)."""
+        from vivavoce.train.lm_align import fit_onset_rule
+
+        measured = [r for r in rows if r.get("word_onsets")]
+        if len(measured) < 20:
+            self.log(f"{len(measured)} replies with measured word onsets: the onset rule keeps its defaults")
+            return
+        rule = fit_onset_rule(measured, self.processor)
+        self.processor.config = replace(self.processor.config, **rule)
+        self.log(f"onset rule fitted on {len(measured)} replies: {rule}")
 
     def _grids(self, examples: list[Example]):
         return [self.processor.encode(e.turns, mode=e.mode) for e in examples]
@@ -398,7 +413,9 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
     model = SpeechLM(backbone, config)
     model.load_trainable(path)
     model.eval()
-    proc = SpeechLMProcessor(backbone.tokenizer, config)
+    layout = checkpoint_metadata(path).get("processor") or {}  # the layout it was trained with
+    known = {k: v for k, v in layout.items() if k in ProcessorConfig.__dataclass_fields__}
+    proc = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(**known))
     examples = build_examples(load_tokens(tokens), split=split)
     out: dict[str, dict[str, float]] = {}
     for task in sorted({e.task for e in examples}):

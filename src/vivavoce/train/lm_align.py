@@ -1,0 +1,122 @@
+"""Word onsets of spoken utterances: at which codec token each word of the text starts.
+
+The speech LM's word-aligned guided layout (`model/processor.py`) places each word's text tokens where its speech
+starts, so the speech branch reads the word it is saying from a few positions back instead of searching a text
+that runs ever further ahead. The onsets come from a forced alignment (CTC Viterbi) of the text's phonemes against
+the codec tokenizer's own CTC head, which reads the tokens alone: no audio is needed. espeak-ng (GPL) gives the
+phonemes, as a separate process and at data-preparation time only; at inference the layout estimates onsets from
+the text (`processor.estimate_onsets`), whose rate constants `fit_onset_rule` fits to these alignments.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import torch
+
+from vivavoce.codec.phonemes import encode_phonemes
+from vivavoce.errors import VivavoceError
+from vivavoce.model.processor import SPEAKABLE
+
+def espeak_words(words: list[str], voice: str = "en-us") -> list[str] | None:
+    """IPA of each word, from one espeak-ng call (a comma after each word makes espeak print one line per word);
+    None where espeak's lines do not match the words one to one (numbers and abbreviations may merge)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise VivavoceError("espeak-ng is not installed (run `make install`, or apt-get install espeak-ng)")
+    clean = [re.sub(r"[^\w' -]", "", w).strip() for w in words]
+    if not all(clean):
+        return None
+    run = subprocess.run([exe, "-q", "--ipa", "-v", voice, "--", ", ".join(clean)], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
+    return lines if run.returncode == 0 and len(lines) == len(words) else None
+
+
+def ctc_viterbi_starts(log_probs: np.ndarray, labels: list[int]) -> list[int] | None:
+    """Forced CTC alignment (blank 0): the first frame of each label on the best path; None if it cannot fit."""
+    T, S = log_probs.shape[0], 2 * len(labels) + 1
+    ext = np.zeros(S, dtype=np.int64)
+    ext[1::2] = labels
+    # A skip over a blank is allowed into a label that differs from the label two back.
+    skip = np.zeros(S, dtype=bool)
+    skip[3::2] = ext[3::2] != ext[1:-2:2]
+    score = np.full(S, -np.inf)
+    score[:2] = log_probs[0, ext[:2]]
+    back = np.zeros((T, S), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, T):
+        one = np.concatenate([[-np.inf], score[:-1]])
+        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+        stacked = np.stack([score, one, two])
+        back[t] = stacked.argmax(0)
+        score = stacked.max(0) + log_probs[t, ext]
+    end = S - 1 if score[S - 1] >= score[S - 2] else S - 2
+    if not np.isfinite(score[end]):
+        return None
+    state_at = np.empty(T, dtype=np.int64)
+    s = end
+    for t in range(T - 1, -1, -1):
+        state_at[t] = s
+        s -= int(back[t, s])
+    starts = []
+    for k in range(len(labels)):
+        frames = np.flatnonzero(state_at == 2 * k + 1)
+        if frames.size == 0:
+            return None
+        starts.append(int(frames[0]))
+    return starts
+
+
+@torch.no_grad()
+def word_onsets(speech_ids: list[int], words: list[tuple[int, str]], n_text: int, codec_tokenizer):
+    """Per text token (of `n_text`; `words` from `SpeechLMProcessor.words`): the codec token at which its word
+    starts (None on a word's later tokens, and on words with nothing to say, such as a lone dash); None when the
+    alignment fails."""
+    said = [(a, w) for a, w in words if SPEAKABLE.search(w)]
+    if not said or not speech_ids:
+        return None
+    ipa = espeak_words([w for _, w in said])
+    if ipa is None:
+        return None
+    phones = [encode_phonemes(p) for p in ipa]
+    if not all(phones):
+        return None
+    fsq = codec_tokenizer.fsq
+    codes = fsq.codes(torch.tensor([speech_ids]))
+    log_probs = codec_tokenizer.ctc_logits(codes.float())[0].numpy()
+    starts = ctc_viterbi_starts(log_probs, [p for ph in phones for p in ph])
+    if starts is None:
+        return None
+    up = codec_tokenizer.cfg.ctc_upsample
+    out: list[int | None] = [None] * n_text
+    k = 0
+    for (a, _), ph in zip(said, phones):
+        out[a] = starts[k] // up
+        k += len(ph)
+    return out
+
+
+def fit_onset_rule(rows: list[dict], processor) -> dict[str, float]:
+    """Least-squares rate constants of `processor.estimate_onsets` from aligned rows (`word_onsets`): a word's
+    duration in tokens = per_word + per_char * its letters + pause * (it ends in , . ; : ! ?), and the first
+    word's onset. Returned as ProcessorConfig fields."""
+    X, y, first = [], [], []
+    for r in rows:
+        onsets = r.get("word_onsets")
+        if not onsets:
+            continue
+        words = processor.words(r["text_ids"])
+        timed = [(onsets[a], w) for a, w in words if onsets[a] is not None]
+        if timed:
+            first.append(timed[0][0])
+        for (t0, w), (t1, _) in zip(timed, timed[1:]):
+            X.append([1.0, len(SPEAKABLE.findall(w)), float(w[-1:] in ",.;:!?")])
+            y.append(t1 - t0)
+    if len(y) < 10:
+        raise VivavoceError(f"only {len(y)} aligned word pairs: too few to fit the onset rule")
+    coef, *_ = np.linalg.lstsq(np.array(X), np.array(y, dtype=float), rcond=None)
+    return {"onset_first": round(float(np.median(first)), 2), "onset_per_word": round(float(coef[0]), 3),
+            "onset_per_char": round(float(coef[1]), 3), "onset_pause": round(float(coef[2]), 3)}  # fmt: skip

@@ -1,0 +1,59 @@
+"""Word onsets for the aligned guided layout: CTC forced alignment, on real speech, and the onset rule's fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest_train import one_torch_thread  # noqa: F401  (module fixture)
+from vivavoce.model.processor import ProcessorConfig, SpeechLMProcessor
+from vivavoce.train.lm_align import ctc_viterbi_starts, fit_onset_rule, word_onsets
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_viterbi_finds_each_label_where_it_peaks():
+    log_probs = np.full((14, 6), np.log(0.02))
+    log_probs[:, 0] = np.log(0.9)  # blank
+    for t, label in ((2, 3), (3, 3), (6, 5), (10, 5)):  # the repeated 5 needs the blank between
+        log_probs[t] = np.log(0.02)
+        log_probs[t, label] = np.log(0.9)
+    assert ctc_viterbi_starts(log_probs, [3, 5, 5]) == [2, 6, 10]
+    assert ctc_viterbi_starts(log_probs[:3], [3, 5, 5]) is None  # too short to hold the labels
+
+
+def test_onsets_of_real_speech_find_the_word_after_a_pause(backbone):
+    from vivavoce.audio.io import resample
+    from vivavoce.codec import Codec
+    from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
+
+    codec = Codec.load()
+    proc = SpeechLMProcessor(backbone.tokenizer)
+    first, rate = espeak_synthesize("Yesterday morning", EspeakSettings("en-us", 160, 50))
+    second, _ = espeak_synthesize("London", EspeakSettings("en-us", 160, 50))
+    audio = resample(np.concatenate([first, np.zeros(int(1.2 * rate), np.float32), second]), rate, 16000)
+    ids = [int(i) for i in codec.encode(audio)]
+    text = proc.text_ids("Yesterday morning London")
+    onsets = word_onsets(ids, proc.words(text), len(text), codec.tokenizer)
+    assert onsets is not None
+    starts = [o for o in onsets if o is not None]
+    assert len(starts) == 3 and starts[0] < starts[1] < starts[2]
+    london_at = (first.size + 1.2 * rate) / rate * codec.token_rate  # where "London" begins, in tokens
+    assert abs(starts[2] - london_at) <= 4 and starts[1] < first.size / rate * codec.token_rate
+
+
+def test_onset_rule_fit_recovers_its_rates(backbone):
+    truth = ProcessorConfig(onset_first=3.0, onset_per_word=2.5, onset_per_char=1.5, onset_pause=6.0)
+    proc = SpeechLMProcessor(backbone.tokenizer, config=truth)
+    texts = ["The capital of France is Paris.", "Well, spiders have eight legs, and insects six.",
+             "A clear sky is blue; at sunset it turns red.", "Whales are mammals, not fish."]  # fmt: skip
+    rows = [{"text_ids": proc.text_ids(t), "word_onsets": proc.estimate_onsets(proc.text_ids(t))} for t in texts]
+    fit = fit_onset_rule(rows, proc)
+    assert fit["onset_first"] == 3.0
+    # The estimate rounds each onset to a whole token, so the rates come back to within rounding.
+    assert abs(fit["onset_per_char"] - 1.5) < 0.15 and abs(fit["onset_pause"] - 6.0) < 1.0
+    refit = SpeechLMProcessor(backbone.tokenizer, config=ProcessorConfig(**fit))
+    for r in rows:
+        a = [o for o in r["word_onsets"] if o is not None]
+        b = [o for o in refit.estimate_onsets(r["text_ids"]) if o is not None]
+        assert np.abs(np.subtract(a, b)).max() <= 2
