@@ -45,12 +45,12 @@ def main() -> None:
     hidden = shared().detach()
 
     def cached():
-        _, sh = model.branches_from_hidden(hidden, position_ids=pos, text=False)
+        _, sh = model.branches_from_hidden(hidden, position_ids=pos, text=False, speech_ids=sid)
         torch.nn.functional.cross_entropy(model.speech_head(sh[mask]).float(), st[mask]).backward()
 
     def full():
         h = model.shared_hidden(tid, sid, position_ids=pos)
-        _, sh = model.branches_from_hidden(h, position_ids=pos, text=False)
+        _, sh = model.branches_from_hidden(h, position_ids=pos, text=False, speech_ids=sid)
         torch.nn.functional.cross_entropy(model.speech_head(sh[mask]).float(), st[mask]).backward()
 
     times: dict[str, list[float]] = {}

@@ -101,7 +101,7 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
 def run_reading(engine, questions, evaluator, guided: bool = False) -> tuple[list, dict]:
     """Diagnostic, not a mode: the speech branch reads each reference answer aloud (tts system prompt, the text as
     a written user turn), so its speaking is scored apart from its understanding. `guided`: the reply is guided by
-    the same text (the word-aligned layout of the tts task), else a true-mode reply (the tts_true task)."""
+    the same text, given (the tts task), else a true-mode reply (the tts_true task)."""
     from vivavoce.eval.report import summarize
     from vivavoce.model.generate import GenerationConfig, SpeechSession
 
@@ -154,7 +154,7 @@ def main() -> None:
         all_items += items
         for guided in (False, True) if args.reading and name in ("true", "guided") else ():
             key = "reading_guided" if guided else "reading"
-            if key in results or (guided and engine.processor.config.guided_layout != "aligned"):
+            if key in results:
                 continue
             try:
                 items, summary = run_reading(engine, questions, evaluator, guided)

@@ -242,6 +242,33 @@ def test_fast_decode_matches_reference_greedy(backbone, model, proc):
     assert torch.equal(sl2, sl)
 
 
+def test_split_embedding_feeds_the_speech_branch_alone(backbone, model, proc, tmp_path):
+    m = SpeechLM(backbone, SpeechLMConfig(seed=1, split_embed=True)).eval()
+    grid = proc.encode([ChatTurn("user", speech=codes(15))], "s2s", add_generation_prompt=True)
+    t, s = grid.tensors()
+    with torch.no_grad():
+        base = model(t, s)
+        zero = m(t, s)
+        assert torch.equal(zero.speech_logits, base.speech_logits)  # zero at the start: the model without it
+        m.speech_split_embed.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+        out = m(t, s)
+        h = m.shared_hidden(t, s)
+        _, sh = m.branches_from_hidden(h, text=False, speech_ids=s)
+    assert torch.equal(out.text_logits, base.text_logits)
+    first = grid.speech_ids.index(proc.sos)
+    assert torch.equal(out.speech_logits[0, :first], base.speech_logits[0, :first])  # no speech yet: no change
+    assert (out.speech_logits[0, first:] - base.speech_logits[0, first:]).abs().amax() > 0.1
+    assert torch.allclose(m.speech_head(sh), out.speech_logits, atol=1e-4)  # the cached-phase path agrees
+    with pytest.raises(VivavoceError, match="speech_ids"):
+        m.branches_from_hidden(h, text=False)
+    dec = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=128))
+    _, sl = dec.step(grid.text_ids, grid.speech_ids)
+    assert (sl - out.speech_logits[0, -1]).abs().max() < 1e-3 * out.speech_logits[0, -1].abs().max()
+    path = tmp_path / "split.safetensors"
+    m.save_trainable(path)
+    assert torch.equal(SpeechLM.load(path, backbone).speech_split_embed.weight, m.speech_split_embed.weight)
+
+
 @pytest.mark.parametrize("mode,decoder,layout", [("true", "reference", "aligned"), ("guided", "reference", "aligned"),
                                                 ("guided", "fast", "aligned"), ("guided", "fast", "lead")])
 def test_generation_follows_the_processor_layout(model, backbone, mode, decoder, layout):
@@ -301,7 +328,7 @@ def test_generation_speaks_a_given_text_at_its_onsets(model, proc):
         full = model(*grid.tensors())
     targets = [(p, t) for p, t in enumerate(grid.speech_targets) if t != IGNORE and t in speech]
     assert targets and all(int(full.speech_logits[0, p, :1024].argmax()) == t for p, t in targets)
-    with pytest.raises(VivavoceError, match="aligned"):
+    with pytest.raises(VivavoceError, match="guided"):
         session.push_text("Hi")
         list(session.respond(replace(cfg, mode="true"), text="Hello."))
 

@@ -144,7 +144,8 @@ class FastDecoder:
     """Incremental decoding with a static cache. `step(text_ids, speech_ids)` appends positions and returns the
     last position's (text logits, speech logits) as 1-D fp32 tensors, None where not asked for."""
 
-    def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config):
+    def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config,
+                 split_embed=None):  # fmt: skip
         if config.dtype not in DTYPES:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
@@ -152,6 +153,7 @@ class FastDecoder:
         self.act = _activation_dtype(config.dtype)
         self.text_embed = text_embed.weight.detach()
         self.speech_embed = speech_embed.weight.detach() if speech_embed is not None else None
+        self.split_embed = split_embed.weight.detach() if split_embed is not None else None
         self.shared = _Branch(shared, cfg, config.dtype, config.max_len)
         layers, norm, head = text_branch
         self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
@@ -180,7 +182,7 @@ class FastDecoder:
             model.backbone_config, model.text_embed, model.speech_embed, list(model.shared_layers),
             (list(model.text_layers), model.text_norm, model.text_head),
             (list(model.speech_layers), model.speech_norm, model.speech_head), model.rotary,
-            config or FastDecodeConfig(),
+            config or FastDecodeConfig(), model.speech_split_embed,
         )
 
     def truncate(self, length: int) -> None:
@@ -223,6 +225,10 @@ class FastDecoder:
             if want_text:
                 text_logits = self.text.logits(th[-1:])[0]
         if self.speech is not None:
+            if self.split_embed is not None and speech_ids is not None:  # the speech branch's own code input
+                s = torch.as_tensor(speech_ids, dtype=torch.long)
+                extra = self.split_embed[s.clamp(min=0)] * (s >= 0).unsqueeze(-1).to(self.split_embed.dtype)
+                h = h + extra.to(h.dtype)
             sh = self.speech.hidden(h, pos, rot, mask)
             if want_speech:
                 speech_logits = self.speech.logits(sh[-1:])[0]

@@ -163,7 +163,7 @@ class SpeechSession:
     def respond(self, config: GenerationConfig | None = None, text: str | None = None) -> Iterator[tuple[str, int]]:
         """Close the user's turn and generate the spoken reply: yields ("text", id) and ("speech", code) as they
         come, until end-of-speech or a length limit. Closing it early (`gen.close()`) leaves the session usable.
-        `text` (guided mode, aligned layout): the words to speak, given instead of written by the text branch."""
+        `text` (guided mode): the words to speak, given instead of written by the text branch."""
         config = config or GenerationConfig()
         config.check()
         if self._user_open is None:
@@ -174,14 +174,15 @@ class SpeechSession:
         self._user_open = None
         guided = config.mode == "guided"
         aligned = guided and proc.config.guided_layout == "aligned"
-        if text is not None and not aligned:
-            raise VivavoceError("a given text is spoken in guided mode with the aligned layout only")
+        if text is not None and not guided:
+            raise VivavoceError("a given text is spoken in guided mode only")
+        given = None if text is None else proc.text_ids(text)
         tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=guided)
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         if aligned:
-            yield from self._respond_aligned(config, tl, gen, None if text is None else proc.text_ids(text))
+            yield from self._respond_aligned(config, tl, gen, given)
         else:
-            yield from self._respond_lead(config, tl, sl, gen)
+            yield from self._respond_lead(config, tl, sl, gen, given)
 
     def _next_text(self, config: GenerationConfig, tl, texts: list[int], gen) -> int | None:
         """The text branch's next token, or None at its end (a stop token or the length limit)."""
@@ -239,7 +240,7 @@ class SpeechSession:
             if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same
                 self._close_reply(NONE)
 
-    def _respond_lead(self, config: GenerationConfig, tl, sl, gen) -> Iterator[tuple[str, int]]:
+    def _respond_lead(self, config: GenerationConfig, tl, sl, gen, given: list[int] | None):
         proc = self.proc
         guided = config.mode == "guided"
         delay = proc.config.guided_delay
@@ -251,7 +252,10 @@ class SpeechSession:
             while True:
                 t = NONE
                 if not text_done:
-                    tok = self._next_text(config, tl, texts, gen)
+                    if given is not None:
+                        tok = given[len(texts)] if len(texts) < len(given) else None
+                    else:
+                        tok = self._next_text(config, tl, texts, gen)
                     if tok is None:
                         text_done = True
                     else:

@@ -43,6 +43,10 @@ class SpeechLMConfig:
     speech_head_init: str = "random"  # "random" | "embed" (tied start: the speech embedding's rows)
     init_std: float = 0.02
     train_shared: bool = False  # stage 2: the shared layers get their own trainable copy (saved with the rest)
+    # A second, trainable speech embedding added to the speech branch's input at the split point: the branch then
+    # sees exactly which code came before, even where the first embedding is frozen and the shared-layer states
+    # are cached (stage 1, cached phase). Zero at the start, so it begins as the model without it.
+    split_embed: bool = False
     seed: int = 0
 
     @property
@@ -104,6 +108,10 @@ class SpeechLM(nn.Module):
         dtype = backbone.dtype
         self.speech_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
         self.speech_head = nn.Linear(self.hidden_size, config.speech_tokens, bias=False, dtype=dtype)
+        self.speech_split_embed = None
+        if config.split_embed:
+            self.speech_split_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
+            nn.init.zeros_(self.speech_split_embed.weight)
         self._init_speech(config)
 
         self.requires_grad_(False)
@@ -147,6 +155,8 @@ class SpeechLM(nn.Module):
             "speech_norm": self.speech_norm,
             "speech_head": self.speech_head,
         }
+        if self.speech_split_embed is not None:
+            mods["speech_split_embed"] = self.speech_split_embed
         if self.config.train_shared:
             mods["shared_layers"] = self.shared_layers
         return mods
@@ -232,12 +242,22 @@ class SpeechLM(nn.Module):
             x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
         return x
 
+    def split_input(self, speech_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """What the split embedding adds to the speech branch's input (B, T, H); None without one."""
+        if self.speech_split_embed is None or speech_ids is None:
+            return None
+        has = (speech_ids != NONE)[..., None]
+        return self.speech_split_embed(speech_ids.clamp(min=0)) * has.to(self.speech_split_embed.weight.dtype)
+
     def branches_from_hidden(
         self, hidden, attention_mask=None, position_ids=None, ctx=None, cache=None, text: bool = True,
-        speech: bool = True,
+        speech: bool = True, speech_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Shared-layer output → (text branch hidden, speech branch hidden), each after its final norm (B, T, H),
-        None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed."""
+        None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed. `speech_ids`:
+        the positions' speech ids, for the split embedding (models with `split_embed`)."""
+        if self.speech_split_embed is not None and speech and speech_ids is None:
+            raise VivavoceError("this model's speech branch reads the speech ids too (split_embed): pass speech_ids")
         ctx = ctx or self.context(hidden, attention_mask, position_ids, None)
         outs = []
         branches = ((text, self.text_layers, self.text_norm), (speech, self.speech_layers, self.speech_norm))
@@ -246,6 +266,8 @@ class SpeechLM(nn.Module):
                 outs.append(None)
                 continue
             h = hidden
+            if layers is self.speech_layers and (extra := self.split_input(speech_ids)) is not None:
+                h = h + extra
             for layer in layers:
                 h = layer(h, cache=cache, use_cache=cache is not None, **ctx)
             outs.append(norm(h))
@@ -265,7 +287,7 @@ class SpeechLM(nn.Module):
         ctx = self.context(x, attention_mask, position_ids, cache)
         for layer in self.shared_layers:
             x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
-        th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech)
+        th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids)
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         return SpeechLMOutput(
             text_logits=self.text_head(th[:, keep]) if th is not None else None,

@@ -282,7 +282,8 @@ class LMRecipe(Recipe):
             hidden = self.model.shared_hidden(rows.text_ids.to(dev), rows.speech_ids.to(dev), position_ids=pos)
         else:
             hidden = hidden.to(dev, torch.float32)
-        th, sh = self.model.branches_from_hidden(hidden, position_ids=pos, text=want_text, speech=bool(smask.any()))
+        th, sh = self.model.branches_from_hidden(hidden, position_ids=pos, text=want_text, speech=bool(smask.any()),
+                                                 speech_ids=rows.speech_ids.to(dev))  # fmt: skip
         out: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=dev)
         if sh is not None:
@@ -428,7 +429,7 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
                 h = model.shared_hidden(r.text_ids, r.speech_ids, position_ids=r.position_ids)
                 sm, tm = r.speech_targets != IGNORE, r.text_targets != IGNORE
                 th, sh = model.branches_from_hidden(h, position_ids=r.position_ids, text=bool(tm.any()),
-                                                    speech=bool(sm.any()))  # fmt: skip
+                                                    speech=bool(sm.any()), speech_ids=r.speech_ids)  # fmt: skip
                 if sh is not None:
                     logits = model.speech_head(sh[sm]).float()
                     n = int(sm.sum())
