@@ -96,6 +96,11 @@ def test_token_cache_and_examples(tokens, corpus, backbone, codec):
         onsets = [o for o in r["word_onsets"] if o is not None]
         assert len(onsets) == len(r["text"].split()) and onsets == sorted(onsets) and onsets[-1] < len(r["speech_ids"])
 
+    old = tokens.parent / "before-onsets.jsonl"  # a cache from before word onsets: aligned in place, not redone
+    old.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "word_onsets"}) + "\n" for r in rows))
+    mended = tokenize_corpora([corpus], old, codec=codec, tokenizer=backbone.tokenizer, log=lambda m: None)
+    assert sorted(map(json.dumps, mended)) == sorted(map(json.dumps, rows)) == sorted(map(json.dumps, load_tokens(old)))
+
     class OtherCodec:  # another tokenizer: every row is redone with its codes, none of the old ones is kept
         tokenizer_fingerprint, token_rate = "0" * 16, 25.0
 

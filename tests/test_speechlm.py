@@ -13,7 +13,7 @@ from vivavoce.errors import VivavoceError
 from vivavoce.model.fastdecode import FastDecodeConfig, FastDecoder
 from vivavoce.model.generate import GenerationConfig, SpeechSession, sample
 from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
-from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, read_checkpoint
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, checkpoint_metadata, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -243,7 +243,7 @@ def test_fast_decode_matches_reference_greedy(backbone, model, proc):
 
 
 def test_split_embedding_feeds_the_speech_branch_alone(backbone, model, proc, tmp_path):
-    m = SpeechLM(backbone, SpeechLMConfig(seed=1, split_embed=True)).eval()
+    m = SpeechLM(backbone, SpeechLMConfig(seed=1, split_embed=True, split_text=True)).eval()
     grid = proc.encode([ChatTurn("user", speech=codes(15))], "s2s", add_generation_prompt=True)
     t, s = grid.tensors()
     with torch.no_grad():
@@ -251,22 +251,23 @@ def test_split_embedding_feeds_the_speech_branch_alone(backbone, model, proc, tm
         zero = m(t, s)
         assert torch.equal(zero.speech_logits, base.speech_logits)  # zero at the start: the model without it
         m.speech_split_embed.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+        m.speech_split_text.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
         out = m(t, s)
         h = m.shared_hidden(t, s)
-        _, sh = m.branches_from_hidden(h, text=False, speech_ids=s)
+        _, sh = m.branches_from_hidden(h, text=False, speech_ids=s, text_ids=t)
     assert torch.equal(out.text_logits, base.text_logits)
-    first = grid.speech_ids.index(proc.sos)
-    assert torch.equal(out.speech_logits[0, :first], base.speech_logits[0, :first])  # no speech yet: no change
-    assert (out.speech_logits[0, first:] - base.speech_logits[0, first:]).abs().amax() > 0.1
+    assert (out.speech_logits - base.speech_logits).abs().amax(-1).min() > 1e-3  # text and speech both reach it
     assert torch.allclose(m.speech_head(sh), out.speech_logits, atol=1e-4)  # the cached-phase path agrees
-    with pytest.raises(VivavoceError, match="speech_ids"):
-        m.branches_from_hidden(h, text=False)
+    with pytest.raises(VivavoceError, match="pass them"):
+        m.branches_from_hidden(h, text=False, speech_ids=s)
     dec = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=128))
     _, sl = dec.step(grid.text_ids, grid.speech_ids)
     assert (sl - out.speech_logits[0, -1]).abs().max() < 1e-3 * out.speech_logits[0, -1].abs().max()
     path = tmp_path / "split.safetensors"
     m.save_trainable(path)
-    assert torch.equal(SpeechLM.load(path, backbone).speech_split_embed.weight, m.speech_split_embed.weight)
+    loaded = SpeechLM.load(path, backbone)
+    assert torch.equal(loaded.speech_split_embed.weight, m.speech_split_embed.weight)
+    assert torch.equal(loaded.speech_split_text.weight, m.speech_split_text.weight)
 
 
 @pytest.mark.parametrize("mode,decoder,layout", [("true", "reference", "aligned"), ("guided", "reference", "aligned"),
@@ -369,6 +370,10 @@ def test_sampling_options():
 def test_checkpoint_round_trip(backbone, model, tmp_path):
     path = tmp_path / "speechlm.safetensors"
     model.save_trainable(path, extra={"processor": asdict(ProcessorConfig(guided_delay=3))})
+    saved = checkpoint_metadata(path)["processor"]
+    assert ProcessorConfig.layout_of(saved) == ProcessorConfig(guided_delay=3)  # the layout decoding must match
+    old = {k: v for k, v in saved.items() if not k.startswith(("guided_layout", "onset_"))}
+    assert ProcessorConfig.layout_of(old).guided_layout == "lead"  # checkpoints from before the aligned layout
     config, state = read_checkpoint(path)
     assert config == model.config and set(state) == set(model.trainable_state_dict())
     assert not any(k.startswith(("text_", "shared_")) for k in state)

@@ -9,7 +9,7 @@ speaks it; in "true" mode there is no text at all.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -72,8 +72,7 @@ class SpeechLMEngine:
         check_codec(meta, self.codec.tokenizer_fingerprint, path)
         self.sample_rate = self.codec.sample_rate
         self.model = SpeechLM.load(path, load_backbone(config.backbone))
-        layout = {f.name for f in fields(ProcessorConfig)} - {"train_roles", "max_len"}  # what decoding must match
-        proc_cfg = ProcessorConfig(**{k: v for k, v in (meta.get("processor") or {}).items() if k in layout})
+        proc_cfg = ProcessorConfig.layout_of(meta.get("processor"))  # what decoding must match
         self.processor = SpeechLMProcessor(self.model.tokenizer, self.model.config, proc_cfg)
         if config.decode == "reference":
             decoder = None

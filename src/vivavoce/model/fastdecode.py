@@ -145,7 +145,7 @@ class FastDecoder:
     last position's (text logits, speech logits) as 1-D fp32 tensors, None where not asked for."""
 
     def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config,
-                 split_embed=None):  # fmt: skip
+                 split_embed=None, split_text=None):  # fmt: skip
         if config.dtype not in DTYPES:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
@@ -154,6 +154,7 @@ class FastDecoder:
         self.text_embed = text_embed.weight.detach()
         self.speech_embed = speech_embed.weight.detach() if speech_embed is not None else None
         self.split_embed = split_embed.weight.detach() if split_embed is not None else None
+        self.split_text = split_text.weight.detach().t().contiguous() if split_text is not None else None
         self.shared = _Branch(shared, cfg, config.dtype, config.max_len)
         layers, norm, head = text_branch
         self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
@@ -182,7 +183,7 @@ class FastDecoder:
             model.backbone_config, model.text_embed, model.speech_embed, list(model.shared_layers),
             (list(model.text_layers), model.text_norm, model.text_head),
             (list(model.speech_layers), model.speech_norm, model.speech_head), model.rotary,
-            config or FastDecodeConfig(), model.speech_split_embed,
+            config or FastDecodeConfig(), model.speech_split_embed, model.speech_split_text,
         )
 
     def truncate(self, length: int) -> None:
@@ -229,6 +230,10 @@ class FastDecoder:
                 s = torch.as_tensor(speech_ids, dtype=torch.long)
                 extra = self.split_embed[s.clamp(min=0)] * (s >= 0).unsqueeze(-1).to(self.split_embed.dtype)
                 h = h + extra.to(h.dtype)
+            if self.split_text is not None:  # ...and its own view of the text token
+                t = torch.as_tensor(text_ids, dtype=torch.long)
+                emb = self.text_embed[t.clamp(min=0)] * (t >= 0).unsqueeze(-1).to(self.text_embed.dtype)
+                h = h + (emb.to(self.split_text.dtype) @ self.split_text).to(h.dtype)
             sh = self.speech.hidden(h, pos, rot, mask)
             if want_speech:
                 speech_logits = self.speech.logits(sh[-1:])[0]

@@ -11,8 +11,9 @@ Modes: "true" — the speech branch alone speaks the answer (text stream empty);
 writes the answer (greedy: the LLM's own answer) and the speech branch speaks it, in the processor's layout: for
 the word-aligned layout the text is written first, as a text reply, then the cache is rewound to the reply's start
 and the words are laid out at their estimated onsets while the speech branch speaks them; for the "lead" layout
-text and speech run together, speech `guided_delay` positions behind. Decoding runs on a `ReferenceDecoder` (the model itself, with a
-transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids, want_text, want_speech)`.
+text and speech run together, speech `guided_delay` positions behind. Decoding runs on a `ReferenceDecoder` (the
+model itself, with a transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids,
+want_text, want_speech)` and `truncate(length)`.
 """
 
 from __future__ import annotations
@@ -189,11 +190,11 @@ class SpeechSession:
         tok = sample(penalise(tl, texts, config.text_repetition_penalty), config.text_temperature, 0, 1.0, gen)
         return None if tok in self.proc.stop_ids or len(texts) >= config.max_text_tokens else tok
 
-    def _next_speech(self, config: GenerationConfig, sl, codes: list[int], gen) -> int:
+    def _next_speech(self, config: GenerationConfig, sl, codes: list[int], gen, may_end: bool = True) -> int:
         cfg = self.model.config
         logits = penalise(sl, codes[-config.repetition_window :], config.repetition_penalty).clone()
         logits[cfg.sos] = float("-inf")
-        if len(codes) < config.min_speech_tokens:
+        if len(codes) < config.min_speech_tokens or not may_end:
             logits[cfg.eos] = float("-inf")
         if len(codes) >= config.max_speech_tokens:
             return cfg.eos
@@ -221,6 +222,9 @@ class SpeechSession:
                 self.decoder.truncate(start)  # rewind: the same words again, each at its onset
             at = dict(zip(proc.aligned_positions(texts), texts))
             delay, codes, i, sl = proc.config.guided_delay, [], 0, None
+            # No end of speech before the last word has been read and its first code is due: the branch cannot see
+            # how much text is still to come (it learnt the lengths of its training sentences).
+            last_word = max(at, default=-1) + delay
             while True:
                 t = at.get(i, NONE)
                 if i < delay:
@@ -228,7 +232,7 @@ class SpeechSession:
                 elif i == delay:
                     s = proc.sos
                 else:
-                    s = self._next_speech(config, sl, codes, gen)
+                    s = self._next_speech(config, sl, codes, gen, may_end=i > last_word)
                     if s == proc.eos:
                         self._close_reply(t)
                         return

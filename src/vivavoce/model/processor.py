@@ -99,6 +99,15 @@ class ProcessorConfig:
     train_roles: tuple[str, ...] = ("assistant",)
     max_len: int | None = None  # longer conversations are refused (VivavoceError)
 
+    @classmethod
+    def layout_of(cls, saved: dict | None) -> "ProcessorConfig":
+        """The layout a checkpoint was trained with (its metadata's "processor"); checkpoints from before the
+        aligned layout name none and were trained with the lead layout."""
+        saved = dict(saved or {})
+        saved.setdefault("guided_layout", "lead")
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__ and k not in ("train_roles",
+                                                                                                     "max_len")})
+
 
 @dataclass
 class Grid:

@@ -47,6 +47,10 @@ class SpeechLMConfig:
     # sees exactly which code came before, even where the first embedding is frozen and the shared-layer states
     # are cached (stage 1, cached phase). Zero at the start, so it begins as the model without it.
     split_embed: bool = False
+    # The same for the text stream: a trainable projection (zero at the start) of the position's text embedding
+    # (the frozen table), so the speech branch reads the word it is saying directly, not only through the frozen
+    # layers, whose states at a word are tuned to predict the next text token.
+    split_text: bool = False
     seed: int = 0
 
     @property
@@ -108,10 +112,13 @@ class SpeechLM(nn.Module):
         dtype = backbone.dtype
         self.speech_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
         self.speech_head = nn.Linear(self.hidden_size, config.speech_tokens, bias=False, dtype=dtype)
-        self.speech_split_embed = None
+        self.speech_split_embed = self.speech_split_text = None
         if config.split_embed:
             self.speech_split_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
             nn.init.zeros_(self.speech_split_embed.weight)
+        if config.split_text:
+            self.speech_split_text = nn.Linear(self.hidden_size, self.hidden_size, bias=False, dtype=dtype)
+            nn.init.zeros_(self.speech_split_text.weight)
         self._init_speech(config)
 
         self.requires_grad_(False)
@@ -157,6 +164,8 @@ class SpeechLM(nn.Module):
         }
         if self.speech_split_embed is not None:
             mods["speech_split_embed"] = self.speech_split_embed
+        if self.speech_split_text is not None:
+            mods["speech_split_text"] = self.speech_split_text
         if self.config.train_shared:
             mods["shared_layers"] = self.shared_layers
         return mods
@@ -242,22 +251,28 @@ class SpeechLM(nn.Module):
             x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
         return x
 
-    def split_input(self, speech_ids: torch.Tensor | None) -> torch.Tensor | None:
-        """What the split embedding adds to the speech branch's input (B, T, H); None without one."""
-        if self.speech_split_embed is None or speech_ids is None:
-            return None
-        has = (speech_ids != NONE)[..., None]
-        return self.speech_split_embed(speech_ids.clamp(min=0)) * has.to(self.speech_split_embed.weight.dtype)
+    def split_input(self, speech_ids: torch.Tensor | None, text_ids: torch.Tensor | None = None):
+        """What the split inputs add to the speech branch's input (B, T, H); None without any."""
+        out = None
+        if self.speech_split_embed is not None and speech_ids is not None:
+            has = (speech_ids != NONE)[..., None].to(self.speech_split_embed.weight.dtype)
+            out = self.speech_split_embed(speech_ids.clamp(min=0)) * has
+        if self.speech_split_text is not None and text_ids is not None:
+            has = (text_ids != NONE)[..., None].to(self.speech_split_text.weight.dtype)
+            t = self.speech_split_text(self.text_embed(text_ids.clamp(min=0)) * has)
+            out = t if out is None else out + t
+        return out
 
     def branches_from_hidden(
         self, hidden, attention_mask=None, position_ids=None, ctx=None, cache=None, text: bool = True,
-        speech: bool = True, speech_ids: torch.Tensor | None = None,
+        speech: bool = True, speech_ids: torch.Tensor | None = None, text_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Shared-layer output → (text branch hidden, speech branch hidden), each after its final norm (B, T, H),
-        None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed. `speech_ids`:
-        the positions' speech ids, for the split embedding (models with `split_embed`)."""
-        if self.speech_split_embed is not None and speech and speech_ids is None:
-            raise VivavoceError("this model's speech branch reads the speech ids too (split_embed): pass speech_ids")
+        None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed. `speech_ids`,
+        `text_ids`: the positions' ids, for the split inputs (models with `split_embed` / `split_text`)."""
+        if speech and ((self.speech_split_embed is not None and speech_ids is None)
+                       or (self.speech_split_text is not None and text_ids is None)):  # fmt: skip
+            raise VivavoceError("this model's speech branch reads the ids too (split_embed/split_text): pass them")
         ctx = ctx or self.context(hidden, attention_mask, position_ids, None)
         outs = []
         branches = ((text, self.text_layers, self.text_norm), (speech, self.speech_layers, self.speech_norm))
@@ -266,7 +281,7 @@ class SpeechLM(nn.Module):
                 outs.append(None)
                 continue
             h = hidden
-            if layers is self.speech_layers and (extra := self.split_input(speech_ids)) is not None:
+            if layers is self.speech_layers and (extra := self.split_input(speech_ids, text_ids)) is not None:
                 h = h + extra
             for layer in layers:
                 h = layer(h, cache=cache, use_cache=cache is not None, **ctx)
@@ -287,7 +302,8 @@ class SpeechLM(nn.Module):
         ctx = self.context(x, attention_mask, position_ids, cache)
         for layer in self.shared_layers:
             x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
-        th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids)
+        th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids,
+                                           text_ids=text_ids)  # fmt: skip
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         return SpeechLMOutput(
             text_logits=self.text_head(th[:, keep]) if th is not None else None,

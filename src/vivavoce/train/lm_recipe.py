@@ -283,7 +283,7 @@ class LMRecipe(Recipe):
         else:
             hidden = hidden.to(dev, torch.float32)
         th, sh = self.model.branches_from_hidden(hidden, position_ids=pos, text=want_text, speech=bool(smask.any()),
-                                                 speech_ids=rows.speech_ids.to(dev))  # fmt: skip
+                                                 speech_ids=rows.speech_ids.to(dev), text_ids=rows.text_ids.to(dev))
         out: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=dev)
         if sh is not None:
@@ -414,9 +414,8 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
     model = SpeechLM(backbone, config)
     model.load_trainable(path)
     model.eval()
-    layout = checkpoint_metadata(path).get("processor") or {}  # the layout it was trained with
-    known = {k: v for k, v in layout.items() if k in ProcessorConfig.__dataclass_fields__}
-    proc = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(**known))
+    layout = ProcessorConfig.layout_of(checkpoint_metadata(path).get("processor"))
+    proc = SpeechLMProcessor(backbone.tokenizer, config, layout)
     examples = build_examples(load_tokens(tokens), split=split)
     out: dict[str, dict[str, float]] = {}
     for task in sorted({e.task for e in examples}):
@@ -429,7 +428,8 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
                 h = model.shared_hidden(r.text_ids, r.speech_ids, position_ids=r.position_ids)
                 sm, tm = r.speech_targets != IGNORE, r.text_targets != IGNORE
                 th, sh = model.branches_from_hidden(h, position_ids=r.position_ids, text=bool(tm.any()),
-                                                    speech=bool(sm.any()), speech_ids=r.speech_ids)  # fmt: skip
+                                                    speech=bool(sm.any()), speech_ids=r.speech_ids,
+                                                    text_ids=r.text_ids)  # fmt: skip
                 if sh is not None:
                     logits = model.speech_head(sh[sm]).float()
                     n = int(sm.sum())
