@@ -35,7 +35,8 @@ def backbone():
 
 @pytest.fixture(scope="session")
 def question_16k(piper) -> np.ndarray:
-    """'What is the capital of France?' spoken by Piper, padded with silence, at 16 kHz."""
+    """'What is the capital of France?' spoken by Piper (steady: the same audio every run), padded with silence, at
+    16 kHz."""
     from vivavoce.eval.prompts import speak_prompt
 
-    return speak_prompt("What is the capital of France?", "piper")
+    return speak_prompt("What is the capital of France?", "piper", steady=True)

@@ -32,16 +32,19 @@ PROMPTS = (
 )
 
 
-def speak_prompt(prompt: Prompt | str, voice: str = "piper") -> np.ndarray:
-    """The prompt spoken by Piper (joe) or espeak-ng, as engine input: mono float32 at 16 kHz."""
-    from vivavoce.speechtools.tts import PiperTTS, espeak_synthesize
+def speak_prompt(prompt: Prompt | str, voice: str = "piper", steady: bool = False) -> np.ndarray:
+    """The prompt spoken by Piper (joe) or espeak-ng, as engine input: mono float32 at 16 kHz. `steady`: Piper
+    without its sampling noise, the same audio every time (Piper otherwise varies rhythm and intonation per call,
+    and a test's input should not)."""
+    from vivavoce.speechtools.tts import PiperSettings, PiperTTS, espeak_synthesize
 
     text = prompt.text if isinstance(prompt, Prompt) else prompt
     if voice == "piper":
         global _piper
         if _piper is None:
             _piper = PiperTTS()
-        audio, rate = _piper.synthesize(text)
+        settings = PiperSettings(noise_scale=0.0, noise_w_scale=0.0) if steady else PiperSettings()
+        audio, rate = _piper.synthesize(text, settings)
     elif voice == "espeak":
         audio, rate = espeak_synthesize(text)
     else:
