@@ -28,8 +28,7 @@ Layout (ChatML; `·` = NONE, no token in that stream; S/E = start/end of speech)
 Targets (what the position's logits should predict; IGNORE elsewhere), only in trained turns (assistant by default):
 text targets for a text reply's tokens and its <|im_end|>; for a guided reply's text tokens (each at the position
 of the text token before it, wherever that is), and <|im_end|> after its last one (the frozen LM's own end-of-text
-signal); speech targets for S,
-the codes and E of a spoken reply. The closing "<|im_end|>\\n" of a spoken reply is not trained: the generator
+signal); speech targets for S, the codes and E of a spoken reply. The closing "<|im_end|>\\n" of a spoken reply is not trained: the generator
 writes it. Modes (S→S, S→T, T→S, T→T) are chosen by the system prompt, as in MOSS-Speech.
 """
 
@@ -91,11 +90,11 @@ class ProcessorConfig:
     guided_delay: int = 4
     # Onset estimate of the aligned layout where none is measured (generation): a word lasts onset_per_word +
     # onset_per_char x its letters + onset_pause if it ends a clause, in codec tokens. Fitted to forced alignments
-    # of the training speech by `lm_align.fit_onset_rule`; these defaults are joe at 25 Hz.
-    onset_first: float = 2.0
-    onset_per_word: float = 3.0
-    onset_per_char: float = 1.2
-    onset_pause: float = 4.0
+    # of the training speech by `lm_align.fit_onset_rule`; these defaults are that fit for Piper joe at 25 Hz.
+    onset_first: float = 0.0
+    onset_per_word: float = 2.18
+    onset_per_char: float = 1.14
+    onset_pause: float = 10.1
     train_roles: tuple[str, ...] = ("assistant",)
     max_len: int | None = None  # longer conversations are refused (VivavoceError)
 
@@ -103,10 +102,9 @@ class ProcessorConfig:
     def layout_of(cls, saved: dict | None) -> "ProcessorConfig":
         """The layout a checkpoint was trained with (its metadata's "processor"); checkpoints from before the
         aligned layout name none and were trained with the lead layout."""
-        saved = dict(saved or {})
-        saved.setdefault("guided_layout", "lead")
-        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__ and k not in ("train_roles",
-                                                                                                     "max_len")})
+        saved = {"guided_layout": "lead", **(saved or {})}
+        layout = set(cls.__dataclass_fields__) - {"train_roles", "max_len"}  # what decoding must match
+        return cls(**{k: v for k, v in saved.items() if k in layout})
 
 
 @dataclass
