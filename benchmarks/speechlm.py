@@ -98,21 +98,28 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     return items, summary
 
 
-def run_reading(engine, questions, evaluator, guided: bool = False) -> tuple[list, dict]:
-    """Diagnostic, not a mode: the speech branch reads each reference answer aloud (tts system prompt, the text as
-    a written user turn), so its speaking is scored apart from its understanding. `guided`: the reply is guided by
-    the same text, given (the tts task), else a true-mode reply (the tts_true task)."""
-    from vivavoce.eval.report import summarize
+def read_aloud(engine, text: str, guided: bool, temperature: float = 0.8) -> tuple[list[int], np.ndarray]:
+    """The speech branch reads `text` (tts system prompt, the text as a written user turn, a fresh session on the
+    reference cache): guided by the same text, given (the tts task), or as a true-mode reply (the tts_true task).
+    Its codes and their audio."""
     from vivavoce.model.generate import GenerationConfig, SpeechSession
+
+    session = SpeechSession(engine.model, engine.processor, None, mode="tts")
+    session.push_text(text)
+    config = GenerationConfig(mode="guided" if guided else "true", seed=0, temperature=temperature)
+    ids = [t for kind, t in session.respond(config, text=text if guided else None) if kind == "speech"]
+    audio = engine.codec.decode(ids, engine._voice()) if ids else np.zeros(0, dtype=np.float32)
+    return ids, audio
+
+
+def run_reading(engine, questions, evaluator, guided: bool = False) -> tuple[list, dict]:
+    """Diagnostic, not a mode: the speech branch reads each reference answer aloud (`read_aloud`), so its speaking
+    is scored apart from its understanding."""
+    from vivavoce.eval.report import summarize
 
     items = []
     for ref in dict.fromkeys(q["reference"] for q in questions):
-        session = SpeechSession(engine.model, engine.processor, None, mode="tts")  # fresh: the reference cache
-        session.push_text(ref)
-        reply = session.respond(GenerationConfig(mode="guided", seed=0), text=ref) if guided else session.respond(
-            GenerationConfig(mode="true", seed=0))
-        ids = [t for kind, t in reply if kind == "speech"]
-        audio = engine.codec.decode(ids, engine._voice()) if ids else np.zeros(0, dtype=np.float32)
+        _, audio = read_aloud(engine, ref, guided)
         if audio.size < 0.3 * engine.codec.sample_rate:
             continue
         item = evaluator.score(f"read{'-guided' * guided}:{ref[:30]}", audio, engine.codec.sample_rate, reference=ref,

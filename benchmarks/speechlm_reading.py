@@ -31,10 +31,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from speechlm import read_aloud  # benchmarks/speechlm.py, beside this script
+
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
     from vivavoce.eval import intelligibility
     from vivavoce.eval.report import Evaluator
-    from vivavoce.model.generate import GenerationConfig, SpeechSession
     from vivavoce.train.lm_data import load_tokens
 
     rows = load_tokens(args.tokens)
@@ -48,11 +49,7 @@ def main() -> None:
     for name, group in groups.items():
         refs, hyps = [], []
         for r in group:
-            session = SpeechSession(engine.model, engine.processor, None, mode="tts")
-            session.push_text(r["text"])
-            config = GenerationConfig(mode="guided", seed=0, temperature=args.temperature)
-            ids = [t for kind, t in session.respond(config, text=r["text"]) if kind == "speech"]
-            audio = engine.codec.decode(ids, engine._voice())
+            ids, audio = read_aloud(engine, r["text"], guided=True, temperature=args.temperature)
             item = evaluator.score(f"{name}:{r['key']}", audio, engine.codec.sample_rate, reference=r["text"])
             refs.append(r["text"])
             hyps.append(item.transcript)

@@ -192,17 +192,19 @@ class FastDecoder:
             raise VivavoceError(f"cannot truncate a {self.length}-position cache to {length}")
         self.length = length
 
+    @staticmethod
+    def _rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of `table` for `ids`, zero where an id is NONE (-1)."""
+        return table[ids.clamp(min=0)] * (ids >= 0).unsqueeze(-1).to(table.dtype)
+
     def _embed(self, text_ids, speech_ids):
-        t = torch.as_tensor(text_ids, dtype=torch.long)
-        x = self.text_embed[t.clamp(min=0)]
-        if bool((t < 0).any()):
-            x = x * (t >= 0).unsqueeze(-1).to(x.dtype)
+        x = self._rows(self.text_embed, torch.as_tensor(text_ids, dtype=torch.long))
         if speech_ids is not None:
             s = torch.as_tensor(speech_ids, dtype=torch.long)
             if bool((s >= 0).any()):
                 if self.speech_embed is None:
                     raise VivavoceError("this decoder has no speech embedding (a plain backbone)")
-                x = x + self.speech_embed[s.clamp(min=0)] * (s >= 0).unsqueeze(-1).to(x.dtype)
+                x = x + self._rows(self.speech_embed, s)
         return x.to(self.act)
 
     @torch.inference_mode()
@@ -227,12 +229,9 @@ class FastDecoder:
                 text_logits = self.text.logits(th[-1:])[0]
         if self.speech is not None:
             if self.split_embed is not None and speech_ids is not None:  # the speech branch's own code input
-                s = torch.as_tensor(speech_ids, dtype=torch.long)
-                extra = self.split_embed[s.clamp(min=0)] * (s >= 0).unsqueeze(-1).to(self.split_embed.dtype)
-                h = h + extra.to(h.dtype)
+                h = h + self._rows(self.split_embed, torch.as_tensor(speech_ids, dtype=torch.long)).to(h.dtype)
             if self.split_text is not None:  # ...and its own view of the text token
-                t = torch.as_tensor(text_ids, dtype=torch.long)
-                emb = self.text_embed[t.clamp(min=0)] * (t >= 0).unsqueeze(-1).to(self.text_embed.dtype)
+                emb = self._rows(self.text_embed, torch.as_tensor(text_ids, dtype=torch.long))
                 h = h + (emb.to(self.split_text.dtype) @ self.split_text).to(h.dtype)
             sh = self.speech.hidden(h, pos, rot, mask)
             if want_speech:

@@ -142,12 +142,20 @@ def espeak_synthesize(text: str, settings: EspeakSettings = EspeakSettings()) ->
     return audio, rate
 
 
-def espeak_phonemes(text: str, voice: str = "en-us") -> str:
-    """IPA phonemes of `text` by espeak-ng (words separated by spaces)."""
+def espeak_ipa_lines(text: str, voice: str = "en-us", check: bool = True) -> list[str] | None:
+    """IPA of `text` by espeak-ng, one line per clause (espeak ends a line at , . ; : ! ?). A failed run raises,
+    or with `check` False gives None."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise VivavoceError("espeak-ng is not installed (run `make install`, or apt-get install espeak-ng)")
     run = subprocess.run([exe, "-q", "--ipa", "-v", voice, "--", text], capture_output=True, text=True, timeout=60)
     if run.returncode != 0:
+        if not check:
+            return None
         raise VivavoceError(f"espeak-ng failed: {run.stderr.strip()}")
-    return " ".join(run.stdout.split())
+    return [line.strip() for line in run.stdout.splitlines() if line.strip()]
+
+
+def espeak_phonemes(text: str, voice: str = "en-us") -> str:
+    """IPA phonemes of `text` by espeak-ng (words separated by spaces)."""
+    return " ".join(" ".join(espeak_ipa_lines(text, voice)).split())

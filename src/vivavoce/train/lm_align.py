@@ -11,8 +11,6 @@ the text (`processor.estimate_onsets`), whose rate constants `fit_onset_rule` fi
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import torch
@@ -20,20 +18,17 @@ import torch
 from vivavoce.codec.phonemes import encode_phonemes
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import SPEAKABLE
+from vivavoce.speechtools.tts import espeak_ipa_lines
+
 
 def espeak_words(words: list[str], voice: str = "en-us") -> list[str] | None:
     """IPA of each word, from one espeak-ng call (a comma after each word makes espeak print one line per word);
     None where espeak's lines do not match the words one to one (numbers and abbreviations may merge)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise VivavoceError("espeak-ng is not installed (run `make install`, or apt-get install espeak-ng)")
     clean = [re.sub(r"[^\w' -]", "", w).strip() for w in words]
     if not all(clean):
         return None
-    run = subprocess.run([exe, "-q", "--ipa", "-v", voice, "--", ", ".join(clean)], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
-    lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
-    return lines if run.returncode == 0 and len(lines) == len(words) else None
+    lines = espeak_ipa_lines(", ".join(clean), voice, check=False)
+    return lines if lines is not None and len(lines) == len(words) else None
 
 
 def ctc_viterbi_starts(log_probs: np.ndarray, labels: list[int]) -> list[int] | None:

@@ -63,8 +63,8 @@ class LMTrainConfig:
 def aligned_embedding_table(rows: list[dict], text_embed: torch.Tensor, speech_vocab: int) -> torch.Tensor:
     """Per code, the mean text embedding of the text tokens it co-occurs with under a uniform alignment (code i of
     n in an utterance of m text tokens lies under token i*m/n), minus the mean over all codes, rescaled to the text
-    embeddings' mean norm. Codes never seen get the mean text embedding. No word timings exist, so uniform is the
-    best cheap guess.
+    embeddings' mean norm. Codes never seen get the mean text embedding. The token cache's word onsets (round 4)
+    would give a truer alignment than uniform; this table predates them and does not use them yet.
 
     Centring matters: each code's mean runs over thousands of tokens, so the raw means all sit near one vector
     (median cosine to the nearest other code 0.94 on the round-3 data) and a frozen embedding then hides which code
