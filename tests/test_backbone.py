@@ -1,7 +1,7 @@
 import torch
 
 from vivavoce.model.backbone import BackboneConfig, load_backbone
-from vivavoce.model.textgen import answer
+from vivavoce.model.textgen import TextGenConfig, answer, answer_batch
 from vivavoce.errors import VivavoceError
 import pytest
 
@@ -52,3 +52,12 @@ def test_prefix_cache_gives_the_same_answer(backbone):
     assert list(stream_tokens(backbone, ids, config, prefix)) == list(stream_tokens(backbone, ids, config))
     other = backbone.chat_ids(chat_messages("Hi", system="Talk like a pirate."))
     assert prefix.fork(other) is None  # another system prompt: full pre-fill, never a wrong cache
+
+
+def test_batched_answers_equal_one_at_a_time(backbone):
+    # rows of different prompt lengths share a left-padded batch: each must decode as if alone
+    questions = ["What is the capital of France?", "Name a large animal that lives in the sea, please.", "Hi."]
+    config = TextGenConfig(max_new_tokens=16)
+    alone = [answer(backbone, q, config) for q in questions]
+    assert answer_batch(backbone, questions, config, batch_size=3) == alone
+    assert answer_batch(backbone, questions, config, batch_size=2) == alone

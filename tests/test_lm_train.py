@@ -318,3 +318,41 @@ def test_aligned_embedding_table_keeps_codes_apart(tokens, backbone):
     assert cos(table[1], table[2], dim=0) < cos(raw1, raw2, dim=0) - 0.2
     assert torch.allclose(table[[1, 2, 3]].norm(dim=1), emb.norm(dim=1).mean().expand(3), rtol=1e-4)
     assert torch.allclose(table[5], emb.mean(0), atol=1e-6)
+
+
+def test_cosine_by_time_ends_the_schedule_at_max_minutes():
+    from vivavoce.train.loop import cosine_lr
+
+    by_steps = LoopConfig(lr=1e-3, steps=1000, warmup=10, max_minutes=2.0)
+    by_time = LoopConfig(lr=1e-3, steps=1000, warmup=10, max_minutes=2.0, cosine_by_time=True)
+    # step 100 of 1000 after 60 of 120 s: the step schedule is near its top, the time schedule at half
+    assert cosine_lr(by_steps, 100, 60.0) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert cosine_lr(by_time, 100, 60.0) == pytest.approx(0.5e-3)
+    assert cosine_lr(by_time, 100, 130.0) == pytest.approx(0.0)
+    assert cosine_lr(by_time, 900, 1.0) == cosine_lr(by_steps, 900, 1.0)  # the steps end it first here
+    assert cosine_lr(by_time, 0, 0.0) == pytest.approx(1e-4)  # warm-up unchanged
+
+
+def test_user_voice_renderings_and_their_s2t_answers():
+    from vivavoce.data.voices import user_voices
+    from vivavoce.train.lm_data import user_voice_texts
+
+    texts = [(f"turn-p{i}", f"Question number {i}?") for i in range(40)]
+    voiced = user_voice_texts(texts, seed=0, takes=3)
+    train = {v.name for v in user_voices("train")}
+    assert len(voiced) == 120 and all(voice in train for _, _, voice in voiced)
+    by_text: dict[str, set] = {}
+    for uid, text, voice in voiced:
+        assert uid.endswith("." + voice)
+        by_text.setdefault(text, set()).add(voice)
+    assert all(len(v) == 3 for v in by_text.values())  # three takes, three voices
+    assert voiced[:40] == user_voice_texts(texts, seed=0, takes=1)  # more takes keep the first take's voices
+
+    row = lambda uid, turn, text: dict(key=uid, id=uid, dialogue=uid, turn=turn, split="train", text=text,  # noqa: E731
+                                       voice="v", emotion="neutral", control=None, text_ids=[1, 2], speech_ids=[5, 6, 7])
+    rows = [row("turn-p1.es-us-m1", "user", "Why?"), row("turn-p2.es-us-f2", "user", "How?"), row("d1.u0", "user", "Why?")]
+    answers = {"Why?": "Because it is so."}
+    s2t = [e for e in build_examples(rows, split="train", answers=answers) if e.task == "s2t"]
+    assert [e.turns[1].text for e in s2t] == ["Because it is so."]  # only the rendering, only with an answer
+    assert s2t[0].turns[0].speech == [5, 6, 7] and s2t[0].turns[0].text is None
+    assert not [e for e in build_examples(rows, split="train") if e.task == "s2t"]

@@ -221,11 +221,11 @@ class SpeechLM(nn.Module):
         has_text = text_ids != NONE
         x = self.text_embed(text_ids.clamp(min=0))
         if not bool(has_text.all()):
-            x = torch.where(has_text[..., None], x, torch.zeros((), dtype=x.dtype))
+            x = torch.where(has_text[..., None], x, x.new_zeros(()))
         has_speech = speech_ids != NONE
         if bool(has_speech.any()):  # no speech: leave the text embedding untouched, bit for bit
             s = self.speech_embed(speech_ids.clamp(min=0))
-            x = x + torch.where(has_speech[..., None], s, torch.zeros((), dtype=s.dtype))
+            x = x + torch.where(has_speech[..., None], s, s.new_zeros(()))
         return x
 
     def context(self, x, attention_mask=None, position_ids=None, cache=None) -> dict:

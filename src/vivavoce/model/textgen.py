@@ -110,3 +110,48 @@ def chat_messages(user_text: str, history: list[tuple[str, str]] = (), system: s
 def answer(backbone: Backbone, user_text: str, config: TextGenConfig = TextGenConfig(), **kw) -> str:
     """The whole greedy answer to `user_text` as one string."""
     return "".join(stream_text(backbone, backbone.chat_ids(chat_messages(user_text, **kw)), config)).strip()
+
+
+@torch.inference_mode()
+def answer_batch(backbone: Backbone, user_texts: list[str], config: TextGenConfig = TextGenConfig(),
+                 batch_size: int = 64, **kw) -> list[str]:
+    """`answer` for many questions at once: the same greedy decoding and repetition penalty, rows left-padded
+    (their positions start at their first real token), on whatever device the backbone is. For writing thousands
+    of answers as training targets on a GPU; on one CPU core `answer` is as fast."""
+    device = next(backbone.model.parameters()).device
+    stops = torch.tensor(sorted(backbone.stop_ids()), device=device)
+    out: list[str] = []
+    for b in range(0, len(user_texts), batch_size):
+        prompts = [backbone.chat_ids(chat_messages(t, **kw)) for t in user_texts[b : b + batch_size]]
+        n, width = len(prompts), max(map(len, prompts))
+        ids = torch.zeros(n, width, dtype=torch.long, device=device)
+        mask = torch.zeros(n, width, dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, device=device)
+            mask[i, width - len(p) :] = 1
+        seen = torch.zeros(n, backbone.model.config.vocab_size, dtype=torch.bool, device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        tokens = torch.zeros(n, 0, dtype=torch.long, device=device)
+        past, step_ids = None, ids
+        for _ in range(config.max_new_tokens):
+            pos = (mask.cumsum(1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+            res = backbone.model(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past,
+                                 use_cache=True, logits_to_keep=1)  # fmt: skip
+            past = res.past_key_values
+            logits = res.logits[:, -1].float()
+            if config.repetition_penalty != 1.0:  # as `penalise`, on the tokens each row has produced
+                pen = torch.where(logits > 0, logits / config.repetition_penalty, logits * config.repetition_penalty)
+                logits = torch.where(seen, pen, logits)
+            token = logits.argmax(-1)
+            done |= torch.isin(token, stops)
+            token = torch.where(done, stops[0], token)
+            tokens = torch.cat([tokens, token[:, None]], 1)
+            seen[torch.arange(n, device=device), token] |= ~done
+            if bool(done.all()):
+                break
+            step_ids = token[:, None]
+            mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], 1)
+        for row in tokens.tolist():
+            kept = [t for t in row if t not in set(stops.tolist())]
+            out.append(backbone.tokenizer.decode(kept, skip_special_tokens=True).strip())
+    return out

@@ -73,22 +73,38 @@ def alignment_texts(preset: str, limit: int, seed: int = 0, takes: int = 1) -> l
     return [(f"turn-{t.id}" + (f".t{k}" if k else ""), t.text) for k in range(takes) for t in turns]
 
 
-def render_alignment(texts: list[tuple[str, str]], out: str | Path, log=print) -> int:
-    """Speak each text with the assistant voice into corpus folder `out` (resumable: finished rows are kept)."""
+def user_voice_texts(texts: list[tuple[str, str]], seed: int = 0, takes: int = 1) -> list[tuple[str, str, str]]:
+    """(id, text, voice): each text `takes` times, each time in another of the train users' voices (taken in
+    turn, shuffled by `seed`), so the alignment sentences also teach speech -> text (asr) across voices."""
+    from vivavoce.data.voices import user_voices
+
+    names = [v.name for v in user_voices("train")]
+    random.Random(f"voices-{seed}").shuffle(names)
+    step = max(1, len(names) // max(1, takes))  # takes of one text fall on different voices
+    voiced = [(uid, text, names[(i + k * step) % len(names)]) for k in range(takes) for i, (uid, text) in enumerate(texts)]
+    return [(f"{uid}.{voice}", text, voice) for uid, text, voice in voiced]
+
+
+def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], out: str | Path, log=print,
+                     shard: str = ALIGN_SHARD) -> int:
+    """Speak each text into corpus folder `out` (resumable: finished rows are kept): in the assistant voice as
+    its reply, or, for (id, text, voice) triples, in that user voice as a user turn."""
     from vivavoce.data.corpus import _resume, _worker_init, synthesize
     from vivavoce.data.voices import ASSISTANT
 
     out = Path(out)
     (out / "manifests").mkdir(parents=True, exist_ok=True)
-    done = _resume(out, ALIGN_SHARD, {uid for uid, _ in texts})
-    todo = [(uid, text) for uid, text in texts if uid not in done]
+    texts = [(t[0], t[1], t[2] if len(t) > 2 else ASSISTANT) for t in texts]
+    done = _resume(out, shard, {t[0] for t in texts})
+    todo = [t for t in texts if t[0] not in done]
     log(f"{len(texts)} sentences, {len(done)} already spoken, {len(todo)} to speak")
     _worker_init()
     errors = 0
-    with (out / "manifests" / f"train-{ALIGN_SHARD}.jsonl").open("a") as f:
-        for n, (uid, text) in enumerate(todo, 1):
-            labels = dict(id=uid, dialogue=uid, turn="assistant", prompt_id=uid, kind="align", split="train",
-                          text=text, voice=ASSISTANT, emotion="neutral", intensity=0.0, speed=1.0, pitch_shift=0.0,
+    with (out / "manifests" / f"train-{shard}.jsonl").open("a") as f:
+        for n, (uid, text, voice) in enumerate(todo, 1):
+            turn = "assistant" if voice == ASSISTANT else "user"
+            labels = dict(id=uid, dialogue=uid, turn=turn, prompt_id=uid, kind="align", split="train",
+                          text=text, voice=voice, emotion="neutral", intensity=0.0, speed=1.0, pitch_shift=0.0,
                           control=None, vocode=False)  # fmt: skip
             row, error = synthesize((str(out), labels))
             if error:
@@ -100,6 +116,50 @@ def render_alignment(texts: list[tuple[str, str]], out: str | Path, log=print) -
             if n % 50 == 0:
                 log(f"  {n}/{len(todo)} spoken")
     return errors
+
+
+# ---- the frozen LLM's answers to the renderings' questions ------------------------------------------------------
+
+
+def rendering_questions(rows: list[dict]) -> list[str]:
+    """Distinct texts of the alignment renderings (single sentences, ids `turn-...`): built-in user questions."""
+    return sorted({r["text"] for r in rows if str(r["dialogue"]).startswith("turn-") and r["split"] == "train"})
+
+
+def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str = "smollm2", device: str = "cpu",
+                            batch_size: int = 64, max_new_tokens: int = 64, max_words: int = 40, log=print) -> int:
+    """JSONL `out`, one row per question of the renderings in token cache `tokens`: {"text", "answer"} with the
+    frozen LLM's own greedy answer (the corpus's system prompt and settings) made speakable as the corpus makes
+    its answers, or answer null and the reason it was rejected. These are s2t targets for every rendering of the
+    question, in any voice (`LMTrainConfig.answers`). Rows already in `out` are kept."""
+    from vivavoce.data.corpus import read_jsonl, write_jsonl_atomic
+    from vivavoce.data.normalize import speakable_answer
+    from vivavoce.model.backbone import BackboneConfig, load_backbone
+    from vivavoce.model.textgen import TextGenConfig, answer_batch
+
+    out = Path(out)
+    have = {r["text"]: r for r in read_jsonl(out)[0]} if out.is_file() else {}
+    todo = [q for q in rendering_questions(load_tokens(tokens)) if q not in have]
+    log(f"{len(have)} answers kept, {len(todo)} to write")
+    if todo:
+        bb = load_backbone(BackboneConfig(source=backbone))
+        bb.model.to(device)
+        raw = answer_batch(bb, todo, TextGenConfig(max_new_tokens=max_new_tokens), batch_size=batch_size)
+        for q, a in zip(todo, raw):
+            text, reason = speakable_answer(a, max_words)
+            have[q] = {"text": q, "answer": text, "raw": a, **({"rejected": reason} if text is None else {})}
+        write_jsonl_atomic(out, list(have.values()))
+    kept = sum(r["answer"] is not None for r in have.values())
+    log(f"{kept} speakable answers of {len(have)} questions")
+    return kept
+
+
+def load_answers(path: str | Path) -> dict[str, str]:
+    from vivavoce.data.corpus import read_jsonl
+
+    if not Path(path).is_file():
+        raise VivavoceError(f"{path}: no answers file (write it with `python -m vivavoce.train.lm_data answers`)")
+    return {r["text"]: r["answer"] for r in read_jsonl(Path(path))[0] if r.get("answer")}
 
 
 # ---- tokens -----------------------------------------------------------------------------------------------------
@@ -208,7 +268,8 @@ class ExampleConfig:
     max_speech: int = 400  # tokens (32 s); longer utterances are skipped
 
 
-def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split: str = "train") -> list[Example]:
+def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split: str = "train",
+                   answers: dict[str, str] | None = None) -> list[Example]:
     """Task examples from token rows of one split. Alignment: every plain (neutral, uncontrolled) assistant
     utterance is joe reading a text (tts); every utterance gives speech -> transcript (asr). Dialogue: each user
     rendering (any voice, any emotion) with its dialogue's plain answer; a control turn with the controlled answer."""
@@ -225,6 +286,9 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
         if cfg.asr:
             turns = [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", r["text"])]
             out.append(Example("asr", "asr", turns, split, r["key"]))
+        if cfg.s2t and answers and str(r["dialogue"]).startswith("turn-") and r["text"] in answers:
+            turns = [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", answers[r["text"]])]
+            out.append(Example("s2t", "s2t", turns, split, r["key"]))
     by_dialogue: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if not str(r["dialogue"]).startswith("turn-"):  # renderings are single sentences, not dialogues
@@ -270,6 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--limit", type=int, default=800)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--takes", type=int, default=1, help="renderings of each sentence (Piper varies every take)")
+    r.add_argument("--user-voices", action="store_true",
+                   help="speak each sentence in train user voices instead, one per take (asr data across voices)")
+    a = sub.add_parser("answers", help="the frozen LLM's answers to the renderings' questions (s2t targets)")
+    a.add_argument("tokens")
+    a.add_argument("--out", required=True)
+    a.add_argument("--backbone", default="smollm2")
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--batch-size", type=int, default=64)
     t = sub.add_parser("tokenize", help="codec + text tokens of every utterance, cached as JSONL")
     t.add_argument("corpora", nargs="+")
     t.add_argument("--out", required=True)
@@ -281,8 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.cmd == "render":
-            errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed, args.takes), args.out, log)
+            if args.user_voices:
+                texts = user_voice_texts(alignment_texts(args.preset, args.limit, args.seed), args.seed, args.takes)
+                errors = render_alignment(texts, args.out, log, shard="align-users")
+            else:
+                errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed, args.takes), args.out, log)
             return 1 if errors else 0
+        if args.cmd == "answers":
+            write_rendering_answers(args.tokens, args.out, args.backbone, args.device, args.batch_size, log=log)
+            return 0
         from vivavoce.codec import Codec
 
         codec = Codec.load(args.codec)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
 from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, checkpoint_metadata
-from vivavoce.train.lm_data import Example, ExampleConfig, build_examples, load_tokens, summarize, tokenize_corpora
+from vivavoce.train.lm_data import (Example, ExampleConfig, build_examples, load_answers, load_tokens, summarize,
+                                    tokenize_corpora)
 from vivavoce.train.loop import LoopConfig, Recipe
 
 PHASES = ("cached", "full")
@@ -44,6 +45,7 @@ class LMTrainConfig:
     examples: ExampleConfig = field(default_factory=ExampleConfig)
     tokens: str = "cache/lm/tokens.jsonl"  # token cache (`python -m vivavoce.train.lm_data tokenize`)
     corpora: list[str] = field(default_factory=list)  # tokenised into `tokens` first if missing there
+    answers: str = ""  # JSONL of the frozen LLM's answers to the renderings' questions (`lm_data answers`): s2t
     backbone: str = "smollm2"
     stage: int = 1
     phase: str = "cached"  # stage 1: "cached" (speech branch on cached shared states) | "full"
@@ -192,8 +194,9 @@ class LMRecipe(Recipe):
         ex_cfg = cfg.examples
         if self.cached:  # text targets cannot reach a trainable weight here: leave the text-only tasks out
             ex_cfg = ExampleConfig(**{**asdict(ex_cfg), "asr": False, "s2t": False})
-        train_ex = build_examples(rows, ex_cfg, "train")
-        dev_ex = build_examples(rows, ex_cfg, "dev")
+        answers = load_answers(cfg.answers) if cfg.answers else None
+        train_ex = build_examples(rows, ex_cfg, "train", answers)
+        dev_ex = build_examples(rows, ex_cfg, "dev", answers)
         if not train_ex or not dev_ex:
             raise VivavoceError(f"{cfg.tokens}: no training or no dev examples (tokenise a corpus with both splits)")
         rate = rows[0].get("token_rate", 12.5)  # caches written before rows recorded it are all 12.5 Hz

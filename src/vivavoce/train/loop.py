@@ -47,7 +47,10 @@ class LoopConfig:
     bf16: bool = False  # autocast matmuls to bfloat16 (CPU or CUDA)
     threads: int = 1
     init_from: str = ""  # warm start: a new run takes the tensors of this checkpoint whose names and shapes match
-    keep_best: str = ""  # a held-out loss (e.g. "speech"): the weights at its lowest evaluation go to best.safetensors
+    keep_best: str = ""  # a held-out loss (e.g. "speech", or a sum "speech+text"): the weights at its lowest
+    # evaluation go to best.safetensors
+    cosine_by_time: bool = False  # the lr decays over max_minutes of wall time too (whichever ends first): a run on
+    # hardware of unknown speed still ends its schedule inside its time
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
@@ -162,6 +165,15 @@ def warm_start(recipe: Recipe, path: Path) -> None:
     print(f"{recipe.kind}: {len(taken)} of {len(own)} tensors from {path}", flush=True)
 
 
+def cosine_lr(cfg: LoopConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up, then a cosine to 0 over the steps (or over max_minutes, if cosine_by_time ends it sooner)."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    done = step / max(1, cfg.steps)
+    if cfg.cosine_by_time and cfg.max_minutes > 0:
+        done = max(done, elapsed / (cfg.max_minutes * 60))
+    return cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * min(1.0, done)))
+
+
 def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -197,8 +209,7 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
     np.random.seed((cfg.seed * 1_000_003 + step) % 2**32)
 
     def lr_at(s: int) -> float:
-        warm = min(1.0, (s + 1) / max(1, cfg.warmup))
-        return cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, cfg.steps))))
+        return cosine_lr(cfg, s, elapsed)
 
     def checkpoint() -> None:
         recipe.save(out / "model.safetensors", step)
@@ -226,9 +237,10 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
             w.writerow({"step": step, **{k: f"{float(v):.5g}" for k, v in losses.items()}})
         print(f"step {step} dev: " + " ".join(f"{k}={float(v):.4g}" for k, v in losses.items()), flush=True)
         if cfg.keep_best:
-            if cfg.keep_best not in losses:
+            names = cfg.keep_best.split("+")
+            if any(n not in losses for n in names):
                 raise VivavoceError(f"keep_best: {cfg.keep_best!r} is not a held-out loss ({', '.join(losses)})")
-            value = float(losses[cfg.keep_best])
+            value = sum(float(losses[n]) for n in names)
             if value < best.get("value", float("inf")):
                 best.update(value=value, step=step)
                 recipe.save(out / "best.safetensors", step)
