@@ -270,12 +270,15 @@ def test_split_embedding_feeds_the_speech_branch_alone(backbone, model, proc, tm
     assert torch.equal(loaded.speech_split_text.weight, m.speech_split_text.weight)
 
 
-@pytest.mark.parametrize("mode,decoder,layout", [("true", "reference", "aligned"), ("guided", "reference", "aligned"),
-                                                ("guided", "fast", "aligned"), ("guided", "fast", "lead")])
-def test_generation_follows_the_processor_layout(model, backbone, mode, decoder, layout):
+@pytest.mark.parametrize("mode,decoder,layout,lead", [("true", "reference", "aligned", 12),
+                                                     ("guided", "reference", "aligned", 12),
+                                                     ("guided", "fast", "aligned", 12), ("guided", "fast", "aligned", 1),
+                                                     ("guided", "fast", "lead", 12)])  # fmt: skip
+def test_generation_follows_the_processor_layout(model, backbone, mode, decoder, layout, lead):
     """Greedy tokens from the incremental session (user speech pushed in pieces) are the argmax of a full
     forward over the processor's grid of the same conversation (the fast decoder as the engine runs it). In the
-    aligned layout the text is written as a text reply first, then spoken at its estimated onsets."""
+    aligned layout the text is written as a text reply, then spoken at its estimated onsets; on the fast decoder
+    the two lanes interleave (text_lead 1: the text lane is taken up again before almost every word)."""
     proc = SpeechLMProcessor(backbone.tokenizer, model.config, ProcessorConfig(guided_layout=layout))
     user = codes(14, 5)
     if decoder == "fast":
@@ -286,14 +289,17 @@ def test_generation_follows_the_processor_layout(model, backbone, mode, decoder,
     for piece in (user[:5], user[5:9], user[9:]):
         session.push(piece)
     cfg = GenerationConfig(mode=mode, temperature=0, text_repetition_penalty=1.0, min_speech_tokens=0,
-                           max_speech_tokens=6, max_text_tokens=5)  # fmt: skip
+                           max_speech_tokens=6 if lead > 1 else 14, max_text_tokens=5, text_lead=lead)  # fmt: skip
     prefilled = session.decoder.length
     out = list(session.respond(cfg))
+    kinds = "".join(k[0] for k, _ in out)
+    if lead == 1:  # the text came in pieces between the codes
+        assert kinds.startswith("t") and "st" in kinds
     if decoder == "fast":  # pre-fill ran the text branch too (its cache has no hole for guided text to attend to)
         assert all((layer.k[:, :prefilled].abs().sum(-1) > 0).all() for layer in fast.text.layers)
     text = [t for k, t in out if k == "text"]
     speech = [t for k, t in out if k == "speech"]
-    assert len(speech) <= 6 and (mode == "true") == (not text)
+    assert len(speech) <= cfg.max_speech_tokens and (mode == "true") == (not text)
     reply = ChatTurn("assistant", proc.decode_text(text) if text else None, speech=speech)
     grid = proc.encode([ChatTurn("user", speech=user), reply], "s2s")
     assert proc.text_ids(reply.text or "") == text  # the text round-trips through the tokenizer

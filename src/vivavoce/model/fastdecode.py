@@ -192,6 +192,24 @@ class FastDecoder:
             raise VivavoceError(f"cannot truncate a {self.length}-position cache to {length}")
         self.length = length
 
+    def _layers(self) -> list[_Layer]:
+        return [*self.shared.layers, *self.text.layers, *(self.speech.layers if self.speech is not None else [])]
+
+    def save(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of every layer's K/V at positions [start, end): a lane of the conversation to come back to
+        (guided mode writes its text in one lane and speaks it in another over the same positions)."""
+        return [(layer.k[:, start:end].clone(), layer.v[:, start:end].clone()) for layer in self._layers()]
+
+    def restore(self, saved: list[tuple[torch.Tensor, torch.Tensor]], start: int) -> None:
+        """Put a saved lane back at `start`; the cache then ends where it ends."""
+        n = saved[0][0].shape[1] if saved else 0
+        if start + n > self.max_len or start > self.length:
+            raise VivavoceError(f"cannot restore {n} positions at {start} (cache length {self.length})")
+        for layer, (k, v) in zip(self._layers(), saved):
+            layer.k[:, start : start + n] = k
+            layer.v[:, start : start + n] = v
+        self.length = start + n
+
     @staticmethod
     def _rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Rows of `table` for `ids`, zero where an id is NONE (-1)."""

@@ -44,6 +44,9 @@ class GenerationConfig:
     min_speech_tokens: int = 4  # codes before end-of-speech is allowed
     max_speech_tokens: int = 750  # 30 s at 25 tokens/s (60 s at 12.5), then end-of-speech is forced
     max_text_tokens: int = 60
+    # aligned guided mode on a decoder with lanes (the fast one): speak as soon as the written text reaches this
+    # many positions past the speaking position, and write on whenever it falls back to that; 0 = write it all first
+    text_lead: int = 12
     seed: int | None = None
 
     def check(self) -> None:
@@ -53,6 +56,8 @@ class GenerationConfig:
             raise VivavoceError("temperatures must be >= 0, top_p in (0, 1], top_k >= 0")
         if not 0 <= self.min_speech_tokens <= self.max_speech_tokens:
             raise VivavoceError("need 0 <= min_speech_tokens <= max_speech_tokens")
+        if self.text_lead < 0:
+            raise VivavoceError("text_lead must be >= 0")
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -206,33 +211,58 @@ class SpeechSession:
         self._pending = [(last_text, proc.eos), (proc.im_end, NONE), *[(n, NONE) for n in proc.newline]]
 
     def _respond_aligned(self, config: GenerationConfig, tl, gen, given: list[int] | None):
-        proc = self.proc
-        start = self.decoder.length
-        texts: list[int] = []
+        """The text reply, then the same words again from the reply's start, each at its estimated onset, with the
+        speech. On a decoder with lanes (`save`/`restore`) the two interleave: the text lane writes only as far as
+        the speaking needs (`text_lead` positions ahead) and is put aside while the speech lane speaks over the same
+        positions, so the first audio waits for a few words, not for the whole answer. Both lanes see exactly what
+        they would see one after the other."""
+        proc, dec = self.proc, self.decoder
+        start = dec.length
+        delay, codes, i, sl = proc.config.guided_delay, [], 0, None
+        texts: list[int] = list(given or [])
+        lanes = given is None and config.text_lead > 0 and hasattr(dec, "save")
+        done = not lanes
+        text_lane = speech_lane = None
         try:
-            if given is not None:
-                texts = given
-                for tok in given:
-                    yield "text", tok
-            else:
+            for tok in texts:
+                yield "text", tok
+            if given is None and not lanes:
                 while (tok := self._next_text(config, tl, texts, gen)) is not None:  # the text reply, in a row
                     texts.append(tok)
                     yield "text", tok
                     tl, _ = self._feed([tok], [NONE], want_speech=False)
-                self.decoder.truncate(start)  # rewind: the same words again, each at its onset
+                dec.truncate(start)  # rewind: the same words again, each at its onset
             at = dict(zip(proc.aligned_positions(texts), texts))
-            delay, codes, i, sl = proc.config.guided_delay, [], 0, None
-            # No end of speech before the last word has been read and its first code is due: the branch cannot see
-            # how much text is still to come (it learnt the lengths of its training sentences).
-            last_word = max(at, default=-1) + delay
             while True:
+                if not done and max(at, default=-1) < i + config.text_lead:  # the text lane writes on
+                    if i > 0:
+                        speech_lane = dec.save(start, start + i)
+                    if text_lane is not None:
+                        dec.restore(text_lane, start)
+                    while max(at, default=-1) < i + config.text_lead:
+                        tok = self._next_text(config, tl, texts, gen)
+                        if tok is None:
+                            done = True
+                            break
+                        texts.append(tok)
+                        yield "text", tok
+                        tl, _ = self._feed([tok], [NONE], want_speech=False)
+                        at = dict(zip(proc.aligned_positions(texts), texts))
+                    text_lane = dec.save(start, start + len(texts))
+                    if speech_lane is not None:
+                        dec.restore(speech_lane, start)
+                    else:
+                        dec.truncate(start)
+                # No end of speech before the last word has been read and its first code is due: the branch cannot
+                # see how much text is still to come (it learnt the lengths of its training sentences).
+                last_word = max(at, default=-1) + delay
                 t = at.get(i, NONE)
                 if i < delay:
                     s = NONE
                 elif i == delay:
                     s = proc.sos
                 else:
-                    s = self._next_speech(config, sl, codes, gen, may_end=i > last_word)
+                    s = self._next_speech(config, sl, codes, gen, may_end=done and i > last_word)
                     if s == proc.eos:
                         self._close_reply(t)
                         return
