@@ -200,15 +200,17 @@ class FastDecoder:
         (guided mode writes its text in one lane and speaks it in another over the same positions)."""
         return [(layer.k[:, start:end].clone(), layer.v[:, start:end].clone()) for layer in self._layers()]
 
-    def restore(self, saved: list[tuple[torch.Tensor, torch.Tensor]], start: int) -> None:
-        """Put a saved lane back at `start`; the cache then ends where it ends."""
+    def restore(self, saved: list[tuple[torch.Tensor, torch.Tensor]], start: int, length: int | None = None) -> None:
+        """Put a saved lane back at `start`. The cache then ends where the saved part ends, or at `length` when
+        the positions after it still hold the lane (saving only what the other lane overwrote)."""
         n = saved[0][0].shape[1] if saved else 0
-        if start + n > self.max_len or start > self.length:
-            raise VivavoceError(f"cannot restore {n} positions at {start} (cache length {self.length})")
+        length = start + n if length is None else length
+        if not start + n <= length <= self.max_len:
+            raise VivavoceError(f"cannot restore {n} positions at {start} into a cache of length {length}")
         for layer, (k, v) in zip(self._layers(), saved):
             layer.k[:, start : start + n] = k
             layer.v[:, start : start + n] = v
-        self.length = start + n
+        self.length = length
 
     @staticmethod
     def _rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -235,8 +235,9 @@ class SpeechSession:
             at = dict(zip(proc.aligned_positions(texts), texts))
             while True:
                 if not done and max(at, default=-1) < i + config.text_lead:  # the text lane writes on
+                    # it writes one position a token, so it overwrites at most the first max_text_tokens positions
                     if i > 0:
-                        speech_lane = dec.save(start, start + i)
+                        speech_lane = dec.save(start, start + min(i, config.max_text_tokens))
                     if text_lane is not None:
                         dec.restore(text_lane, start)
                     while max(at, default=-1) < i + config.text_lead:
@@ -250,7 +251,7 @@ class SpeechSession:
                         at = dict(zip(proc.aligned_positions(texts), texts))
                     text_lane = dec.save(start, start + len(texts))
                     if speech_lane is not None:
-                        dec.restore(speech_lane, start)
+                        dec.restore(speech_lane, start, length=start + i)
                     else:
                         dec.truncate(start)
                 # No end of speech before the last word has been read and its first code is due: the branch cannot
