@@ -1,0 +1,89 @@
+"""Understanding diagnostic of the speech LM: does the frozen text branch read the content of a spoken question?
+
+For each dev/test dialogue of a token cache (`python -m vivavoce.train.lm_data tokenize`), the mean text loss
+(nats per token, teacher-forced) of the frozen LLM's own answer, in the s2t layout, given:
+- the question as speech (what guided mode has to work with);
+- the same question as text (the ceiling: the backbone alone);
+- another dialogue's spoken question (the floor: what a right-sounding answer costs with the wrong content);
+- no question ("Hi.").
+Speech that the text branch understands brings the first towards the second; speech it only takes as "some
+question" leaves it at the third. With `--train N`, the same for N questions of the alignment renderings (seen in
+training, with `--answers`: the s2t targets of `lm_data answers`).
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_understanding.py \
+        --tokens cache/lm/tokens.jsonl [--checkpoint CKPT ...] [--answers cache/lm/answers.jsonl --train 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--checkpoint", nargs="+", default=[None], help="speech LM checkpoints (default: the shipped one)")
+    ap.add_argument("--answers", default=None, help="answers JSONL of the renderings (for --train)")
+    ap.add_argument("--train", type=int, default=0, help="also this many training renderings (needs --answers)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+
+    from vivavoce.engine.speechlm import default_checkpoint
+    from vivavoce.model.backbone import load_backbone
+    from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
+    from vivavoce.model.speechlm import IGNORE, SpeechLM
+    from vivavoce.train.lm_data import ExampleConfig, build_examples, load_answers, load_tokens
+
+    torch.set_num_threads(args.threads)
+    rows = load_tokens(args.tokens)
+    text_of = {r["key"]: r["text"] for r in rows}
+    only_s2t = ExampleConfig(tts=False, tts_true=False, asr=False, s2s=False, s2s_guided=False)
+    sets = {"held_out": [e for s in ("dev", "test") for e in build_examples(rows, only_s2t, s) if e.task == "s2t"]}
+    if args.train:
+        answers = load_answers(args.answers)
+        seen = [e for e in build_examples(rows, only_s2t, "train", answers) if e.source.split("/")[0] != "small"]
+        sets["train"] = random.Random(0).sample(seen, min(args.train, len(seen)))
+    backbone = load_backbone()
+
+    def loss(model, proc, turns) -> tuple[float, int]:
+        g = proc.encode(turns, mode="s2t")
+        hidden = model.shared_hidden(torch.tensor([g.text_ids]), torch.tensor([g.speech_ids]))
+        th, _ = model.branches_from_hidden(hidden, speech=False)
+        targets = torch.tensor([g.text_targets])
+        keep = targets != IGNORE
+        return float(F.cross_entropy(model.text_head(th[keep]).float(), targets[keep], reduction="sum")), int(keep.sum())
+
+    report = {}
+    for path in args.checkpoint:
+        path = path or str(default_checkpoint())
+        model = SpeechLM.load(path, backbone).eval()
+        proc = SpeechLMProcessor(backbone.tokenizer, model.config, ProcessorConfig())
+        report[path] = {}
+        for name, examples in sets.items():
+            sums = {k: [0.0, 0] for k in ("speech", "text", "other_speech", "no_question")}
+            with torch.no_grad():
+                for i, e in enumerate(examples):
+                    user, reply = e.turns
+                    other = examples[(i + 1 + len(examples) // 2) % len(examples)].turns[0]
+                    question = text_of[e.source.split(">")[0]]
+                    for k, turns in (("speech", [user, reply]), ("text", [ChatTurn("user", question), reply]),
+                                     ("other_speech", [other, reply]), ("no_question", [ChatTurn("user", "Hi."), reply])):
+                        a, n = loss(model, proc, turns)
+                        sums[k][0] += a
+                        sums[k][1] += n
+            report[path][name] = {"examples": len(examples), **{k: round(a / n, 4) for k, (a, n) in sums.items()}}
+            print(path, name, json.dumps(report[path][name]), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
