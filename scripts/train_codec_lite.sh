@@ -42,10 +42,19 @@ train vocoder --config configs/codec/vocoder-hq48k.yaml
 train tokenizer --config configs/codec/tokenizer-lite-v3.yaml
 train tokenizer --config configs/codec/tokenizer-lite-v3.yaml --steps 6000 --max-minutes 47
 train decoder --config configs/codec/decoder-lite-v3.yaml
+# round 4: decoder v4 (token look-ahead 4) from the shipped v3 decoder, on the mix plus the alignment questions said
+# in the train users' voices (see src/vivavoce/checkpoints/codec-lite-16k/TRAINED.md)
+USERS=${USERS:-corpus/users-align}
+[ -d "$USERS" ] || $PY -m vivavoce.train.lm_data render --preset small --out "$USERS" --limit 0 --user-voices --takes 3
+if [ ! -f cache/codec-mix-v4.jsonl ]; then
+    $PY -m vivavoce.train.codec_data merge cache/codec-mix-c.jsonl "$USERS"/manifests/train-align-users.jsonl
+    cat cache/codec-mix.jsonl cache/codec-mix-c.jsonl > cache/codec-mix-v4.jsonl
+fi
+train decoder --config configs/codec/decoder-lite-v4.yaml
 
 dest=src/vivavoce/checkpoints/codec-lite-16k
 cp runs/codec/tokenizer-v3/model.safetensors $dest/tokenizer.safetensors
-cp runs/codec/decoder-v3/model.safetensors $dest/decoder.safetensors
+cp runs/codec/decoder-v4/model.safetensors $dest/decoder.safetensors
 cp runs/codec/vocoder-v2/model.safetensors $dest/vocoder.safetensors
 mkdir -p src/vivavoce/checkpoints/codec-hq-48k
 cp runs/codec/vocoder-hq48k/model.safetensors src/vivavoce/checkpoints/codec-hq-48k/vocoder.safetensors

@@ -122,7 +122,8 @@ def test_streaming_decode_matches_offline(codec, speech, dvector, speed):
     streamed = np.concatenate(parts)
     assert streamed.shape == offline.shape
     assert np.abs(streamed - offline).max() < 1e-3 * max(1.0, np.abs(offline).max())
-    assert stream.lookahead_tokens / codec.token_rate <= 0.2  # seconds of tokens waited for beyond the chunk
+    # seconds of tokens waited for beyond the chunk: 0.24 since decoder v4 (4 tokens of look-ahead bought -0.06 WER)
+    assert stream.lookahead_tokens / codec.token_rate <= 0.25
 
 
 def test_first_chunk_needs_bounded_lookahead(codec, speech, dvector):
