@@ -2,7 +2,7 @@
 # Stage 1 of the speech LM on one CUDA GPU (configs/lm/stage1-gpu.yaml), as run on a lent H100 (see
 # src/vivavoce/checkpoints/speechlm/TRAINED.md):
 #   TOKENS=cache/lm/tokens.jsonl [GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf] [MINUTES=6] scripts/gpu_train_lm.sh
-# First the frozen LLM answers every rendered question (s2t targets, $ANSWERS, kept if already there).
+# First the frozen LLM answers every rendered question (s2t targets, $ANSWERS; through the corpus answer cache).
 # The run goes to $RUN (default runs/lm/stage1-gpu). With $OUT set, the best and the last weights also go there in
 # bf16 parts of under 16 MiB (`scripts/checkpoint_parts.py merge` joins them), with the logs.
 set -euo pipefail

@@ -56,16 +56,26 @@ def write_answers(
     config: TextGenConfig,
     source: str = "smollm2",
     progress: Callable[[Iterable], Iterable] = lambda x: x,
+    batch_size: int = 1,
+    device: str = "cpu",
 ) -> dict[str, str]:
-    """{prompt: raw answer}; the backbone is loaded only if some prompt is not cached yet."""
+    """{prompt: raw answer}; the backbone is loaded only if some prompt is not cached yet. `batch_size` > 1
+    writes the missing answers in batches (`textgen.answer_batch`, the same answers), for a GPU `device`."""
     prompts = list(prompts)
     missing = [p for p in prompts if cache.get(answer_key(p, source, config)) is None]
     if missing:
         from vivavoce.model.backbone import BackboneConfig, load_backbone
-        from vivavoce.model.textgen import answer
+        from vivavoce.model.textgen import answer, answer_batch
 
         backbone = load_backbone(BackboneConfig(source=source))
-        for p in progress(missing):
-            cache.put(answer_key(p, source, config), p, answer(backbone, p, config))
+        backbone.model.to(device)
+        batches = [missing[b : b + batch_size] for b in range(0, len(missing), max(1, batch_size))]
+        for batch in progress(batches):
+            if batch_size > 1:
+                raw = answer_batch(backbone, batch, config, batch_size)
+            else:
+                raw = [answer(backbone, batch[0], config)]
+            for p, a in zip(batch, raw):
+                cache.put(answer_key(p, source, config), p, a)
         del backbone
     return {p: cache.get(answer_key(p, source, config))["raw"] for p in prompts}

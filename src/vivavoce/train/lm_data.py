@@ -131,26 +131,23 @@ def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str =
     """JSONL `out`, one row per question of the renderings in token cache `tokens`: {"text", "answer"} with the
     frozen LLM's own greedy answer (the corpus's system prompt and settings) made speakable as the corpus makes
     its answers, or answer null and the reason it was rejected. These are s2t targets for every rendering of the
-    question, in any voice (`LMTrainConfig.answers`). Rows already in `out` are kept."""
-    from vivavoce.data.corpus import read_jsonl, write_jsonl_atomic
+    question, in any voice (`LMTrainConfig.answers`). Raw answers go through the corpus's answer cache, so none is
+    written twice."""
+    from vivavoce.data.answers import AnswerCache, write_answers
+    from vivavoce.data.corpus import default_answers_cache, write_jsonl_atomic
     from vivavoce.data.normalize import speakable_answer
-    from vivavoce.model.backbone import BackboneConfig, load_backbone
-    from vivavoce.model.textgen import TextGenConfig, answer_batch
+    from vivavoce.model.textgen import TextGenConfig
 
-    out = Path(out)
-    have = {r["text"]: r for r in read_jsonl(out)[0]} if out.is_file() else {}
-    todo = [q for q in rendering_questions(load_tokens(tokens)) if q not in have]
-    log(f"{len(have)} answers kept, {len(todo)} to write")
-    if todo:
-        bb = load_backbone(BackboneConfig(source=backbone))
-        bb.model.to(device)
-        raw = answer_batch(bb, todo, TextGenConfig(max_new_tokens=max_new_tokens), batch_size=batch_size)
-        for q, a in zip(todo, raw):
-            text, reason = speakable_answer(a, max_words)
-            have[q] = {"text": q, "answer": text, "raw": a, **({"rejected": reason} if text is None else {})}
-        write_jsonl_atomic(out, list(have.values()))
-    kept = sum(r["answer"] is not None for r in have.values())
-    log(f"{kept} speakable answers of {len(have)} questions")
+    questions = rendering_questions(load_tokens(tokens))
+    raw = write_answers(questions, AnswerCache(default_answers_cache()), TextGenConfig(max_new_tokens=max_new_tokens),
+                        backbone, batch_size=batch_size, device=device)  # fmt: skip
+    rows = []
+    for q in questions:
+        text, reason = speakable_answer(raw[q], max_words)
+        rows.append({"text": q, "answer": text, "raw": raw[q], **({"rejected": reason} if text is None else {})})
+    write_jsonl_atomic(Path(out), rows)
+    kept = sum(r["answer"] is not None for r in rows)
+    log(f"{kept} speakable answers of {len(rows)} questions")
     return kept
 
 
