@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -415,3 +416,48 @@ def test_tokenizer_warm_start_to_a_higher_token_rate(tmp_path, speech):
     with torch.no_grad():
         ids = new.encode(log_mel(speech)[None])[2]
     assert ids.shape[1] == len(speech) // 640
+
+
+def test_decoder_retoken_loss_and_vocoder_on_decoder_mels(tmp_path):
+    """The re-tokenisation term reads a decoded mel with the frozen tokenizer: the recording's own mel reads back
+    as its tokens exactly (so the target is the right code), a fresh decoder's mel does not, and the log averages
+    the term over the steps that measured it. A vocoder fine-tuned on decoder mels gets one per clip, frame-aligned
+    with the recording."""
+    import csv
+    import random
+
+    from vivavoce.codec.vocoder import VocoderConfig
+    from vivavoce.train.codec_recipes import DecoderRecipe, DecoderTrainConfig, VocoderRecipe, VocoderTrainConfig
+    from vivavoce.train.loop import LoopConfig, train
+
+    _tiny_run(tmp_path)
+    shipped = Path(__file__).parents[1] / "src/vivavoce/checkpoints/codec-lite-16k"
+    loop = LoopConfig(manifest=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"), batch_size=2,
+                      out_dir=str(tmp_path / "dec"), steps=6, log_every=3, checkpoint_every=6, threads=1)  # fmt: skip
+    model = DecoderConfig(fsq_levels=[4, 4, 4, 4, 4], frames_per_token=4, dim=16, token_layers=1, frame_layers=1)
+    torch.manual_seed(0)
+    recipe = DecoderRecipe(DecoderTrainConfig(loop=loop, model=model, tokenizer=str(shipped / "tokenizer.safetensors"),
+                                              crop_tokens=40, retoken_weight=0.5, retoken_skip=0))  # fmt: skip
+    it, ids = recipe.items[0], torch.from_numpy(recipe.ids[0])[None]
+    own = torch.from_numpy(it.mel[:, : ids.shape[1] * 4])[None]
+    with torch.no_grad():
+        dist, agree = recipe._retoken_loss(own, ids, torch.tensor([ids.shape[1]]))
+    assert float(agree) == 1.0 and float(dist) < 0.5
+    losses = recipe.step_losses(random.Random(1))
+    if math.isnan(float(losses["retoken"])):  # a step at another speed: the term is not measured
+        losses = next(ls for s in range(2, 40) if not math.isnan(float((ls := recipe.step_losses(random.Random(s)))["retoken"])))
+    assert float(losses["retoken_agree"]) < 0.5 and float(losses["retoken"]) > float(dist)
+    assert torch.isclose(losses["loss"], losses["mel_l1"] + 0.5 * losses["retoken"])
+    train(recipe, loop, {})
+    logged = list(csv.DictReader((tmp_path / "dec" / "log.csv").open()))
+    assert len(logged) == 2 and all(0 <= float(r["retoken_agree"]) <= 1 for r in logged if r["retoken_agree"])
+
+    voc = VocoderRecipe(VocoderTrainConfig(
+        loop=LoopConfig(manifest=loop.manifest, cache_dir=loop.cache_dir, batch_size=2), model=VocoderConfig(dim=16, layers=1),
+        segment_frames=24, decoder=str(tmp_path / "dec" / "model.safetensors"), tokenizer=str(shipped / "tokenizer.safetensors")))  # fmt: skip
+    assert len(voc.decoded) == len(voc.items)
+    assert all(d.shape == (80, it.mel.shape[1] // 4 * 4) for d, it in zip(voc.decoded, voc.items))
+    assert torch.isfinite(voc.step_losses(random.Random(0))["loss"])
+    with pytest.raises(VivavoceError, match="tokenizer"):
+        VocoderRecipe(VocoderTrainConfig(loop=voc.cfg.loop, model=VocoderConfig(dim=16, layers=1), segment_frames=24,
+                                         decoder=voc.cfg.decoder))  # fmt: skip

@@ -356,3 +356,32 @@ def test_user_voice_renderings_and_their_s2t_answers():
     assert [e.turns[1].text for e in s2t] == ["Because it is so."]  # only the rendering, only with an answer
     assert s2t[0].turns[0].speech == [5, 6, 7] and s2t[0].turns[0].text is None
     assert not [e for e in build_examples(rows, split="train") if e.task == "s2t"]
+
+
+def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_path):
+    from vivavoce.train.lm_data import ANSWER_PREFIX, answer_texts
+
+    path = tmp_path / "answers.jsonl"
+    lines = [{"text": "Why?", "answer": "Because it is so."}, {"text": "Why not?", "answer": "Because it is so."},
+             {"text": "How?", "answer": None, "rejected": "too long"}, {"text": "Who?", "answer": "Nobody knows."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    spoken = answer_texts(path)
+    assert sorted(t for _, t in spoken) == ["Because it is so.", "Nobody knows."]  # distinct, speakable only
+    assert all(uid.startswith(ANSWER_PREFIX) for uid, _ in spoken) and answer_texts(path, limit=1)[0] in spoken
+    uid = dict((t, u) for u, t in spoken)["Because it is so."]
+
+    row = lambda key, turn, text, speech: dict(key=key, id=key, dialogue=key, turn=turn, split="train", text=text,  # noqa: E731
+                                               voice="v", emotion="neutral", control=None, text_ids=[1], speech_ids=speech)
+    rows = [row("turn-p1.es-us-m1", "user", "Why?", [5, 6]), row("turn-p2.en-gb-f1", "user", "Why not?", [7, 8]),
+            row("turn-p3", "assistant", "Why?", [9]),  # joe reading the question: not a user turn
+            row("turn-p4.es-us-m1", "user", "Who?", [3]),  # its answer is not spoken
+            row(uid, "assistant", "Because it is so.", [1, 2, 3])]
+    answers = {r["text"]: r["answer"] for r in lines if r["answer"]}
+    ex = build_examples(rows, split="train", answers=answers)
+    s2s = [e for e in ex if e.task == "s2s"]
+    guided = [e for e in ex if e.task == "s2s_guided"]
+    assert [e.turns[0].speech for e in s2s] == [[5, 6], [7, 8]] == [e.turns[0].speech for e in guided]
+    assert all(e.turns[1].speech == [1, 2, 3] and e.turns[1].text is None for e in s2s)
+    assert all(e.turns[1].text == "Because it is so." for e in guided)
+    assert [e.turns[1].text for e in ex if e.task == "tts"] == ["Why?", "Because it is so."]  # reading data too
+    assert not [e for e in build_examples(rows, split="train") if e.task.startswith("s2s")]  # no answers, no pairs

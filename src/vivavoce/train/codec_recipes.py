@@ -53,6 +53,13 @@ class DecoderTrainConfig:
     speed_range: list[float] = field(default_factory=lambda: [0.75, 1.35])
     gain_db: float = 6.0  # random level change; the energy control is told about it
     crop_tokens: int = 32  # train on random windows of this many tokens (2.56 s)
+    # Re-tokenisation loss: the decoder's mel, read by the frozen tokenizer, should give back the tokens it was
+    # decoded from (an L1 regression smooths away the contrasts that tell phones apart: v4's mels re-tokenise to
+    # the same code 66 % of the time). Scored on speed-1 steps, as the squared distance of the tokenizer's bounded
+    # pre-quantisation vector to the target code, after the first `retoken_skip` tokens of a crop (they lack the
+    # left context the original tokens had). 0 turns it off.
+    retoken_weight: float = 0.0
+    retoken_skip: int = 8
 
 
 @dataclass
@@ -63,7 +70,13 @@ class VocoderTrainConfig:
     stft_resolutions: list[list[int]] = field(default_factory=lambda: [[256, 64], [512, 128], [1024, 256]])
     mel_weight: float = 1.0
     adversarial: bool = False  # not implemented at this size; kept as an explicit switch
-    
+    # Fine-tuning on the decoder's mels (Tacotron 2's trick): the vocoder only ever hears the decoder's smoothed mels
+    # at run time, so it learns to turn those into the original waveform. The decoder runs teacher-forced on the
+    # clip's own tokens, at speed 1, so its mel lines up frame for frame with the recording.
+    decoder: str = ""  # a decoder checkpoint; "" trains on the recordings' mels only
+    tokenizer: str = ""  # the tokenizer that decoder reads
+    decoder_mel_share: float = 0.8  # fraction of windows cut from decoder mels (the rest: true mels)
+
 
 def _pad_mels(mels: list[np.ndarray]) -> torch.Tensor:
     T = max(m.shape[1] for m in mels)
@@ -198,6 +211,7 @@ class DecoderRecipe(Recipe):
         if list(tok.cfg.fsq_levels) != list(cfg.model.fsq_levels) or tok.cfg.frames_per_token != cfg.model.frames_per_token:
             raise VivavoceError("decoder config: fsq_levels / frames_per_token must match the tokenizer's")
         self.model = Decoder(cfg.model)
+        self.tokenizer = tok.requires_grad_(False)
         self.items = load_items(cfg.loop.manifest, cfg.loop.cache_dir)
         self.ids = _tokenize_all(tok, self.items)
         self.by_speaker: dict[str, list[int]] = {}
@@ -207,6 +221,7 @@ class DecoderRecipe(Recipe):
 
     def to(self, device):
         self.model.to(device)
+        self.tokenizer.to(device)
         self.device = device
 
     def step_losses(self, rng):
@@ -238,7 +253,30 @@ class DecoderRecipe(Recipe):
         mask = mask.to(self.device)
         pred = self.model(ids.to(self.device), torch.stack(spk).to(self.device), torch.stack(ctrl).to(self.device))
         l1 = ((pred.float() - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
-        return {"loss": l1, "mel_l1": l1.detach()}
+        losses = {"loss": l1, "mel_l1": l1.detach()}
+        if self.cfg.retoken_weight > 0:  # NaN: not measured at this speed (the log averages what was)
+            nan = torch.tensor(float("nan"))
+            losses.update(retoken=nan, retoken_agree=nan)
+            if speed == 1.0:
+                lengths = torch.tensor([b - a for a, b in crops], device=self.device)
+                retoken, agree = self._retoken_loss(pred.float(), ids.to(self.device), lengths)
+                losses.update(loss=l1 + self.cfg.retoken_weight * retoken, retoken=retoken.detach(), retoken_agree=agree)
+        return losses
+
+    def _retoken_loss(self, mel: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor):
+        """Distance of the tokenizer's reading of `mel` to the tokens `ids` it came from, and the share of tokens
+        read back exactly."""
+        fsq = self.tokenizer.fsq
+        z = self.tokenizer.encode(mel)[0]
+        n = min(z.shape[1], ids.shape[1])
+        bound, target = fsq.bound(z[:, :n]), fsq.codes(ids[:, :n]) * (fsq.lv // 2)
+        pos = torch.arange(n, device=mel.device)[None]
+        valid = ((pos >= self.cfg.retoken_skip) & (pos < lengths[:, None])).float()
+        if valid.sum() == 0:
+            return mel.new_zeros(()), mel.new_zeros(())
+        dist = ((bound - target) ** 2).sum(-1)
+        agree = ((torch.round(bound) == target).all(-1).float() * valid).sum() / valid.sum()
+        return (dist * valid).sum() / valid.sum(), agree.detach()
 
 
 class MultiResolutionSTFTLoss(torch.nn.Module):
@@ -267,7 +305,7 @@ class VocoderRecipe(Recipe):
         self.model = Vocoder(cfg.model)
         # load_items keeps the manifest's order, so item k is row k (ids may repeat across merged manifests)
         rows = read_manifest(cfg.loop.manifest)
-        long_enough = [(it, row) for it, row in zip(load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=False), rows)
+        long_enough = [(it, row) for it, row in zip(load_items(cfg.loop.manifest, cfg.loop.cache_dir, speaker=bool(cfg.decoder)), rows)
                        if it.mel.shape[1] > cfg.segment_frames + 4]  # fmt: skip
         if not long_enough:
             raise VivavoceError("vocoder training: no utterance is longer than one training window")
@@ -278,6 +316,7 @@ class VocoderRecipe(Recipe):
             self.items, self.targets = [it for it, _ in long_enough], [it.audio for it, _ in long_enough]
         else:
             self.items, self.targets = self._native_targets(long_enough, cfg.model)
+        self.decoded = self._decoder_mels(cfg, self.items) if cfg.decoder else None
         self.stft_loss = MultiResolutionSTFTLoss(cfg.stft_resolutions)
         # the mel loss at the output rate, up to its Nyquist (the 16 kHz input mel would ignore all above 8 kHz)
         m = cfg.model
@@ -299,6 +338,23 @@ class VocoderRecipe(Recipe):
             raise VivavoceError(f"vocoder training at {model.sample_rate} Hz: no manifest row has `audio_native`")
         return items, targets
 
+    @staticmethod
+    def _decoder_mels(cfg: VocoderTrainConfig, items: list[Item]) -> list[np.ndarray]:
+        """The decoder's teacher-forced mel of every item (float16), aligned with item.mel's first frames."""
+        if not cfg.tokenizer:
+            raise VivavoceError("vocoder config: `decoder` needs `tokenizer` (the one that decoder reads)")
+        tok = load_model(cfg.tokenizer, Tokenizer, TokenizerConfig, "tokenizer")
+        dec = load_model(cfg.decoder, Decoder, DecoderConfig, "decoder")
+        if tok.cfg.frames_per_token != dec.cfg.frames_per_token:
+            raise VivavoceError("vocoder config: the decoder and tokenizer disagree on frames_per_token")
+        out = []
+        with torch.inference_mode():
+            for it, ids in zip(items, _tokenize_all(tok, items)):
+                ids = torch.from_numpy(ids)[None]
+                cond = control_vector()[None]
+                out.append(dec(ids, torch.from_numpy(it.dvector)[None], cond)[0].numpy().astype(np.float16))
+        return out
+
     def to(self, device):
         self.model.to(device)
         self.stft_loss.to(device)
@@ -310,9 +366,11 @@ class VocoderRecipe(Recipe):
         mels, wavs = [], []
         for _ in range(self.cfg.loop.batch_size):
             i = rng.randrange(len(self.items))
-            it = self.items[i]
-            start = rng.randrange(0, it.mel.shape[1] - T)
-            mels.append(torch.from_numpy(it.mel[:, start : start + T]))
+            it, mel = self.items[i], self.items[i].mel
+            if self.decoded is not None and self.decoded[i].shape[1] > T and rng.random() < self.cfg.decoder_mel_share:
+                mel = self.decoded[i].astype(np.float32)
+            start = rng.randrange(0, mel.shape[1] - T)
+            mels.append(torch.from_numpy(mel[:, start : start + T]))
             wavs.append(torch.from_numpy(self.targets[i][start * hop : (start + T) * hop]))
         mel, wav = torch.stack(mels).to(self.device), torch.stack(wavs).to(self.device)
         # the first and last frames lack context inside a window: score only the middle

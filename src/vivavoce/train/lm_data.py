@@ -5,7 +5,9 @@
 
 `render` speaks extra sentences in the assistant's voice (Piper joe) into a corpus-shaped folder: the built-in
 user turns whose prompts are not in the dialogue corpus's dev/test splits. They are cheap alignment data
-(text <-> joe speech) beside the small dialogue corpus.
+(text <-> joe speech) beside the small dialogue corpus. `--user-voices` says them as user turns in the train users'
+voices; `--answers` speaks the frozen LLM's answers to them (`answers`) in joe's voice, which makes reading data of
+the kind guided mode must read and, paired with every user rendering of the question, spoken dialogues.
 `tokenize` runs the shipped codec over every utterance's 16 kHz audio and the backbone tokenizer over its text,
 appending one JSONL row per utterance (ids only, never pickle), so a killed run resumes and training never
 touches audio. Examples (`build_examples`) are plain conversations: the model's processor lays them out.
@@ -24,6 +26,7 @@ from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn
 
 ALIGN_SHARD = "align"  # manifest name: manifests/train-align.jsonl
+ANSWER_PREFIX = "turn-ans-"  # ids of the spoken LLM answers (`render --answers`)
 META_KEYS = ("id", "dialogue", "turn", "split", "voice", "emotion", "control", "text", "prompt_id")
 
 
@@ -83,6 +86,17 @@ def user_voice_texts(texts: list[tuple[str, str]], seed: int = 0, takes: int = 1
     step = max(1, len(names) // max(1, takes))  # takes of one text fall on different voices
     voiced = [(uid, text, names[(i + k * step) % len(names)]) for k in range(takes) for i, (uid, text) in enumerate(texts)]
     return [(f"{uid}.{voice}", text, voice) for uid, text, voice in voiced]
+
+
+def answer_texts(answers: str | Path, limit: int = 0) -> list[tuple[str, str]]:
+    """(id, text) for each distinct speakable answer in an `answers` file, to be spoken in joe's voice as a reply.
+    The ids hash the text, so a rerun (or another answers file) finds what is already spoken."""
+    import hashlib
+
+    texts = sorted(set(load_answers(answers).values()))
+    random.Random("answers").shuffle(texts)  # a --limit takes a sample, not the alphabet's start
+    texts = texts[:limit] if limit > 0 else texts
+    return [(ANSWER_PREFIX + hashlib.sha1(t.encode()).hexdigest()[:12], t) for t in texts]
 
 
 def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], out: str | Path, log=print,
@@ -286,6 +300,7 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
         if cfg.s2t and answers and str(r["dialogue"]).startswith("turn-") and r["text"] in answers:
             turns = [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", answers[r["text"]])]
             out.append(Example("s2t", "s2t", turns, split, r["key"]))
+    out += _spoken_answer_dialogues(rows, cfg, split, answers or {})
     by_dialogue: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if not str(r["dialogue"]).startswith("turn-"):  # renderings are single sentences, not dialogues
@@ -306,6 +321,26 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
                 out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
             if cfg.s2t:
                 out.append(Example("s2t", "s2t", [user, ChatTurn("assistant", a["text"])], split, pair))
+    return out
+
+
+def _spoken_answer_dialogues(rows: list[dict], cfg: ExampleConfig, split: str, answers: dict[str, str]) -> list[Example]:
+    """s2s and s2s_guided from the renderings: a question said in a user voice, answered by joe saying the LLM's
+    answer to it (`render --answers`). The dialogue corpus alone gives ~100 such pairs; this gives one per take."""
+    spoken = {r["text"]: r for r in rows if str(r["dialogue"]).startswith(ANSWER_PREFIX) and r["turn"] == "assistant"}
+    out: list[Example] = []
+    if not spoken or not (cfg.s2s or cfg.s2s_guided):
+        return out
+    for u in rows:
+        a = spoken.get(answers.get(u["text"], "")) if u["turn"] == "user" else None
+        if a is None or not str(u["dialogue"]).startswith("turn-"):
+            continue
+        pair, user = f"{u['key']}>{a['key']}", ChatTurn("user", None, u["speech_ids"])
+        if cfg.s2s:
+            out.append(Example("s2s", "s2s", [user, ChatTurn("assistant", None, a["speech_ids"])], split, pair))
+        if cfg.s2s_guided:
+            reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"))
+            out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
     return out
 
 
@@ -333,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--takes", type=int, default=1, help="renderings of each sentence (Piper varies every take)")
     r.add_argument("--user-voices", action="store_true",
                    help="speak each sentence in train user voices instead, one per take (asr data across voices)")
+    r.add_argument("--answers", help="speak the LLM's answers in this file (`lm_data answers`) in joe's voice "
+                   "instead: reading data, and spoken replies to every rendering of their questions")
     a = sub.add_parser("answers", help="the frozen LLM's answers to the renderings' questions (s2t targets)")
     a.add_argument("tokens")
     a.add_argument("--out", required=True)
@@ -350,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.cmd == "render":
-            if args.user_voices:
+            if args.answers:
+                errors = render_alignment(answer_texts(args.answers, args.limit), args.out, log, shard="align-answers")
+            elif args.user_voices:
                 texts = user_voice_texts(alignment_texts(args.preset, args.limit, args.seed), args.seed, args.takes)
                 errors = render_alignment(texts, args.out, log, shard="align-users")
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import random
 import time
@@ -252,7 +253,7 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
     log_file = log_path.open("a", newline="")
     writer = None
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}
     start = time.time() - elapsed
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {recipe.kind}", dynamic_ncols=True, mininterval=2)
     device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
@@ -268,22 +269,25 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             step += 1
-            count += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            for k, v in losses.items():  # a NaN metric was not measured this step: each averages over its own
+                v = float(v.detach() if torch.is_tensor(v) else v)
+                sums.setdefault(k, 0.0)
+                counts.setdefault(k, 0)
+                if not math.isnan(v):
+                    sums[k], counts[k] = sums[k] + v, counts[k] + 1
             bar.update(1)
             elapsed = time.time() - start
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {"step": step, "seconds": round(elapsed, 1), "lr": f"{lr_at(step):.3g}"}
-                row.update({k: f"{v / count:.5g}" for k, v in sums.items()})
+                row.update({k: f"{v / counts[k]:.5g}" if counts[k] else "" for k, v in sums.items()})
                 if writer is None:
                     writer = csv.DictWriter(log_file, fieldnames=list(row))
                     if log_path.stat().st_size == 0:
                         writer.writeheader()
                 writer.writerow(row)
                 log_file.flush()
-                bar.set_postfix(loss=f"{sums['loss'] / count:.4g}")
-                sums, count = {}, 0
+                bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.4g}")
+                sums, counts = {}, {}
             out_of_time = cfg.max_minutes > 0 and elapsed > cfg.max_minutes * 60
             if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps or out_of_time):
                 evaluate()
