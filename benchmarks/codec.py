@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", default=None)
     ap.add_argument("--limit", type=int, default=12, help="utterances (the first of the manifest)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--asr-fallback", action="store_true",
+                    help="Whisper with temperature fallback, as rounds 1-4 were scored (not deterministic)")
     ap.add_argument("--hq", help="an hq-48k vocoder checkpoint to score as well")
     ap.add_argument("--hq-manifest", help="clips with audio_native for --hq (e.g. a corpus test manifest)")
     args = ap.parse_args()
@@ -193,7 +195,9 @@ def main() -> None:
     others = [next(o for o in all_items if o.speaker == it.speaker and o.id != it.id) for it in items]
     systems["codec, other-clip voice ref"] = [codec.decode(i, o.audio) for i, o in zip(ids, others)]
     systems["griffin-lim(decoder mel)"] = [griffin_lim(m) for m in dec_mels]
-    asr = WhisperASR(threads=2)
+    # temperature 0 without fallback: the same audio gives the same transcript in every run (rounds 1-4 used
+    # faster-whisper's fallback, which re-samples hard clips: the original's WER moved 0.308-0.312 between runs)
+    asr = WhisperASR(threads=2, temperature=None if args.asr_fallback else 0.0)
     rows = {}
     for name, audios in systems.items():
         hyps = [asr.transcribe(a) for a in audios]

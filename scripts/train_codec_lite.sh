@@ -51,10 +51,14 @@ if [ ! -f cache/codec-mix-v4.jsonl ]; then
     cat cache/codec-mix.jsonl cache/codec-mix-c.jsonl > cache/codec-mix-v4.jsonl
 fi
 train decoder --config configs/codec/decoder-lite-v4.yaml
+# round 5: decoder v7 = a token stage twice as deep (v5, from v4) + the re-tokenisation loss (v7, from v5), same
+# clips. Tried beside it, not shipped (docs/codec.md): v6 (v4 + the loss) and the vocoder on decoder mels
+train decoder --config configs/codec/decoder-lite-v5.yaml
+train decoder --config configs/codec/decoder-lite-v7.yaml
 
 dest=src/vivavoce/checkpoints/codec-lite-16k
 cp runs/codec/tokenizer-v3/model.safetensors $dest/tokenizer.safetensors
-cp runs/codec/decoder-v4/model.safetensors $dest/decoder.safetensors
+cp runs/codec/decoder-v7/model.safetensors $dest/decoder.safetensors
 cp runs/codec/vocoder-v2/model.safetensors $dest/vocoder.safetensors
 mkdir -p src/vivavoce/checkpoints/codec-hq-48k
 cp runs/codec/vocoder-hq48k/model.safetensors src/vivavoce/checkpoints/codec-hq-48k/vocoder.safetensors

@@ -25,7 +25,10 @@ def whisper_model_dir() -> Path:
 class WhisperASR:
     """Whisper tiny.en, int8 on CPU. `transcribe` takes mono float32 audio at 16 kHz."""
 
-    def __init__(self, model_dir: str | Path | None = None, threads: int | None = None, beam_size: int = 1):
+    def __init__(self, model_dir: str | Path | None = None, threads: int | None = None, beam_size: int = 1,
+                 temperature: float | None = None):
+        """`temperature`: one decoding temperature and no fallback (0.0: the same transcript every run, for A/B
+        comparisons); None keeps faster-whisper's fallback, which re-samples hard clips at higher temperatures."""
         try:
             from faster_whisper import WhisperModel
         except ImportError:
@@ -35,6 +38,7 @@ class WhisperASR:
             str(model_dir or whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=threads
         )
         self.beam_size = beam_size
+        self.temperature = temperature
         self._lock = threading.Lock()  # one CTranslate2 model, one decode at a time
 
     def transcribe(self, audio: np.ndarray) -> str:
@@ -45,6 +49,7 @@ class WhisperASR:
             segments, _ = self.model.transcribe(
                 audio, language="en", beam_size=self.beam_size, without_timestamps=True,
                 condition_on_previous_text=False, vad_filter=False,
+                **({} if self.temperature is None else {"temperature": self.temperature}),
             )  # fmt: skip
             return " ".join(s.text.strip() for s in segments).strip()
 
