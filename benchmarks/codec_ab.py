@@ -32,7 +32,7 @@ def main() -> None:
 
     from vivavoce.codec import Codec
     from vivavoce.codec.checkpoint import load_model
-    from vivavoce.codec.decoder import Decoder, DecoderConfig
+    from vivavoce.codec.decoder import Decoder, DecoderConfig, control_vector
     from vivavoce.eval.intelligibility import corpus_wer
     from vivavoce.speechtools.asr import WhisperASR
     from vivavoce.train.features import load_items
@@ -56,13 +56,12 @@ def main() -> None:
             next(o for o in items if o.speaker == it.speaker and o.id != it.id) for it in items]
         voices = [codec.speaker(r.audio) for r in refs]
         for name, dec in decoders.items():
-            codec.decoder = dec
             out = []
             for ids, voice in zip(tokens, voices):
-                out.append(asr.transcribe(codec.decode(ids, voice.numpy())))
-                with torch.inference_mode():  # does the tokenizer read this decoder's mel back as the same codes?
-                    mel = dec(torch.from_numpy(ids)[None], voice[None], torch.zeros(1, 3))
-                    back = codec.tokenizer.encode(mel)[2][0].numpy()
+                with torch.inference_mode():  # Codec.decode's steps, keeping the mel for the read-back
+                    mel = dec(torch.from_numpy(ids)[None], voice[None], control_vector()[None])
+                    out.append(asr.transcribe(codec.vocoder(mel)[0].numpy()))
+                    back = codec.tokenizer.encode(mel)[2][0].numpy()  # the same codes, read from this mel?
                 n = min(len(back), len(ids))
                 agree[name].append(float(np.mean(back[:n] == ids[:n])))
             hyps[spec][name] = out

@@ -368,9 +368,9 @@ class VocoderRecipe(Recipe):
             i = rng.randrange(len(self.items))
             it, mel = self.items[i], self.items[i].mel
             if self.decoded is not None and self.decoded[i].shape[1] > T and rng.random() < self.cfg.decoder_mel_share:
-                mel = self.decoded[i].astype(np.float32)
+                mel = self.decoded[i]  # float16: only the window is converted
             start = rng.randrange(0, mel.shape[1] - T)
-            mels.append(torch.from_numpy(mel[:, start : start + T]))
+            mels.append(torch.from_numpy(mel[:, start : start + T].astype(np.float32)))
             wavs.append(torch.from_numpy(self.targets[i][start * hop : (start + T) * hop]))
         mel, wav = torch.stack(mels).to(self.device), torch.stack(wavs).to(self.device)
         # the first and last frames lack context inside a window: score only the middle
