@@ -69,10 +69,11 @@ def write_answers(
 
         backbone = load_backbone(BackboneConfig(source=source))
         backbone.model.to(device)
-        batches = [missing[b : b + batch_size] for b in range(0, len(missing), max(1, batch_size))]
+        size = max(1, batch_size)
+        batches = [missing[b : b + size] for b in range(0, len(missing), size)]
         for batch in progress(batches):
-            if batch_size > 1:
-                raw = answer_batch(backbone, batch, config, batch_size)
+            if size > 1:
+                raw = answer_batch(backbone, batch, config, size)
             else:
                 raw = [answer(backbone, batch[0], config)]
             for p, a in zip(batch, raw):
