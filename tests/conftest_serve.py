@@ -18,6 +18,7 @@ import pytest
 from vivavoce.audio.io import resample
 from vivavoce.audio.stream import float_to_pcm16, pcm16_to_float
 from vivavoce.engine.base import AudioChunk, TextDelta, UserTranscript
+from vivavoce.errors import VivavoceError
 from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
 
 RATE = 24000  # the Realtime default the tests speak
@@ -92,6 +93,60 @@ class FakeEngine:
                 yield AudioChunk(self.answer[i : i + step], self.sample_rate)
         finally:
             self.closed += 1
+
+
+class FakeLive:
+    """A live turn of FakeLiveEngine: records every push (samples and time); answers with the engine's answer."""
+
+    def __init__(self, engine: FakeLiveEngine):
+        self.engine = engine
+        self.pushes: list[tuple[float, np.ndarray]] = []
+        self.answered = self.closed = False
+
+    def push(self, audio16k) -> None:
+        if self.engine.fail_push:
+            raise VivavoceError("fake_live: the encoder broke")
+        self.pushes.append((time.monotonic(), np.array(audio16k, dtype=np.float32)))
+
+    @property
+    def audio(self) -> np.ndarray:
+        return np.concatenate([a for _, a in self.pushes]) if self.pushes else np.zeros(0, np.float32)
+
+    def answer(self, options=None):
+        assert not self.answered, "a live turn answers once: its pre-filled state is used up"
+        self.answered = True
+        try:
+            yield from FakeEngine.respond(self.engine, self.audio, [], options)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.engine.lock.release()
+
+
+class FakeLiveEngine(FakeEngine):
+    """FakeEngine with streaming input, locked like the speech LM engine: one live turn at a time, held from
+    `live_turn()` until its answer ends or it is closed, and `respond()` waits for the same lock."""
+
+    def __init__(self, *args, fail_push: bool = False, **kw):
+        super().__init__(*args, **kw)
+        self.lock = threading.Lock()
+        self.lives: list[FakeLive] = []
+        self.responded = 0  # answers that went through respond(), not a live turn
+        self.fail_push = fail_push
+
+    def live_turn(self, wait: bool = True):
+        if not self.lock.acquire(blocking=wait):
+            return None
+        self.lives.append(FakeLive(self))
+        return self.lives[-1]
+
+    def respond(self, audio, history=None, options=None):
+        with self.lock:
+            self.responded += 1
+            yield from super().respond(audio, history, options)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,13 @@ Turn-taking rules (see also `vivavoce.engine.turns`):
   starts computing out of sight; its events are held back until the silence reaches `silence_ms` (then they go
   out at once) and it is dropped without a trace if the user speaks again first. It hides up to
   silence_ms - speculative_ms of compute, at the price of compute wasted on mid-sentence pauses.
+
+Streaming input (engines with `live_turn`, e.g. the speech LM; server VAD only): from the moment a turn's speech is
+announced, its audio (the VAD pre-roll included) goes into a `LiveFeed` that has the engine encode and pre-fill it
+while the user talks, and the turn's answer is `live.answer(options)` instead of `respond()`, so only the answer
+is computed after the turn ends. Where that cannot hold - manual commits, several turns answered at once, a
+speculative answer that took the live turn and was dropped, an engine that stayed busy all turn - the answer
+falls back to `respond()` with the whole audio. Other engines never see a live turn.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import numpy as np
 from vivavoce.audio.io import resample
 from vivavoce.audio.stream import FrameChunker, float_to_pcm16, pcm16_to_float
 from vivavoce.engine.base import INPUT_RATE, AudioChunk, ResponseOptions, TextDelta, Turn, UserTranscript
+from vivavoce.engine.livefeed import LiveFeed
 from vivavoce.engine.turns import PlaybackClock, SessionVAD, TurnConfig, is_echo
 from vivavoce.errors import AudioError, VivavoceError
 
@@ -156,6 +164,7 @@ class _Response:
     backlog: list = field(default_factory=list)
     generated: bool = False  # the engine finished while the answer was held
     failure: BaseException | None = None
+    live: LiveFeed | None = None  # the turn, pre-filled while spoken: answered with it instead of respond()
 
 
 class Session:
@@ -181,6 +190,7 @@ class Session:
         self._pending: list[tuple[str, np.ndarray]] = []  # committed user turns not yet answered
         self._spec: _Response | None = None  # a speculative answer to the turn in progress
         self._frames_in = 0  # the input timeline (audio_start_ms/audio_end_ms) runs for the whole session
+        self._live: LiveFeed | None = None  # the turn in progress, streamed into the engine (server VAD)
         self._reset_input()
 
     # ---- configuration -------------------------------------------------------------------------------------
@@ -198,6 +208,7 @@ class Session:
     def _reset_input(self) -> None:
         import soxr
 
+        self._close_live()  # the turn it was streaming is gone
         rate = self.config.input_rate
         self._resampler = None if rate == INPUT_RATE else soxr.ResampleStream(rate, INPUT_RATE, 1, dtype="float32")
         self._chunker = FrameChunker(FRAME)
@@ -263,6 +274,8 @@ class Session:
             self._last_speech_t = now
         else:
             self._turn.append(frame)
+            if self._live is not None:
+                self._live.push(frame, speech)
             if speech:
                 self._speech_frames += self._silence_run + 1
                 self._silence_run = 0
@@ -277,13 +290,17 @@ class Session:
                     self.stats["barge_ins"] += 1
                     self.cancel_response("turn_detected")
                     self._announce()
+                    self._open_live()
             elif speech_ms >= cfg.min_speech_ms:
                 self._announce()
+                self._open_live()
         ended = self._silence_run * FRAME_MS >= cfg.silence_ms
         if (not ended and self._announced and self._spec is None and 0 < cfg.speculative_ms < cfg.silence_ms
                 and self._silence_run * FRAME_MS >= cfg.speculative_ms and self.config.create_response
                 and not active and not self._pending and not self._closed):  # fmt: skip
-            self._spec = self._start(np.concatenate(self._turn), self._turn_item, None, self._last_speech_t, True)
+            # it takes the live turn: if it is dropped, the rest of the turn is answered by respond()
+            self._spec = self._start(np.concatenate(self._turn), self._turn_item, None, self._last_speech_t, True,
+                                     self._take_live(self._turn_item))  # fmt: skip
         if ended or len(self._turn) * FRAME_MS >= cfg.max_turn_s * 1000:
             self._in_speech = False
             if not self._announced:
@@ -291,6 +308,7 @@ class Session:
                 if active:
                     self.stats["backchannels"] += 1
                 self._turn = []
+                self._close_live()
                 return
             end_ms = self._start_ms + int(self._speech_frames * FRAME_MS)
             self.emit(SpeechStopped(self._turn_item, end_ms))
@@ -306,10 +324,31 @@ class Session:
                 except VivavoceError as e:  # e.g. the client started one itself meanwhile: the turn stays pending
                     code, _, msg = str(e).partition(": ")
                     self.emit(SessionError(code, msg))
+            self._close_live()  # not taken by an answer: a pending turn is answered with respond() later
 
     def _announce(self) -> None:
         self._announced = True
         self.emit(SpeechStarted(self._turn_item, self._start_ms))
+
+    def _open_live(self) -> None:
+        """Stream the announced turn into the engine (its audio so far, pre-roll included), if the engine can take
+        it and this turn will be answered alone, by the session itself."""
+        if (getattr(self.engine, "live_turn", None) is None or self.response is not None or self._pending
+                or not self.config.create_response or self._closed):  # fmt: skip
+            return
+        self._live = LiveFeed(self.engine, self._turn_item, np.concatenate(self._turn), self.engine_lock)
+
+    def _take_live(self, item_id: str) -> LiveFeed | None:
+        live = self._live
+        if live is None or live.item_id != item_id:
+            return None
+        self._live = None
+        return live
+
+    def _close_live(self) -> None:
+        if self._live is not None:
+            self._live.close()
+            self._live = None
 
     def _commit(self, item_id: str, audio: np.ndarray) -> None:
         self.emit(InputCommitted(item_id, self._last_item))
@@ -322,6 +361,7 @@ class Session:
             audio = np.concatenate(self._turn + self._chunker.flush()) if self._turn else np.zeros(0, np.float32)
             item = self._turn_item or new_id("item")
             self._in_speech, self._turn = False, []
+            self._close_live()  # a turn the client ends is answered by respond()
         else:
             audio = np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.float32)
             item = new_id("item")
@@ -344,14 +384,15 @@ class Session:
         if not self._pending:
             raise VivavoceError("conversation_empty: no committed user audio to answer")
         user_item = self._pending[-1][0]
+        live = self._take_live(user_item) if len(self._pending) == 1 else None
         audio = np.concatenate([a for _, a in self._pending])
         self._pending.clear()
-        return self._start(audio, user_item, options, speech_end, held=False).id
+        return self._start(audio, user_item, options, speech_end, False, live).id
 
-    def _start(self, audio, user_item, options, speech_end, held: bool) -> _Response:
+    def _start(self, audio, user_item, options, speech_end, held: bool, live: LiveFeed | None = None) -> _Response:
         resp = _Response(
             new_id("resp"), new_id("item"), user_item, audio, options or self.config.options,
-            speech_end, time.monotonic(), held=held,
+            speech_end, time.monotonic(), held=held, live=live,
         )  # fmt: skip
         if not held:
             self.response = resp
@@ -474,11 +515,17 @@ class Session:
         gen = None
         locked = False
         try:
-            if self.engine_lock is not None:
-                while not (locked := self.engine_lock.acquire(timeout=0.05)):
-                    if resp.stop.is_set():
-                        return
-            gen = self.engine.respond(resp.audio, history, resp.options)
+            live = resp.live.take() if resp.live is not None and not resp.stop.is_set() else None
+            if resp.live is not None and resp.stop.is_set():
+                return  # dropped: respond() below would wait for the engine this very feed holds until finish()
+            if live is not None:  # the feed holds the engine slot: taking it again here could deadlock
+                gen = live.answer(resp.options)
+            else:  # no live turn, or its engine never came free (then the feed holds nothing)
+                if self.engine_lock is not None:
+                    while not (locked := self.engine_lock.acquire(timeout=0.05)):
+                        if resp.stop.is_set():
+                            return
+                gen = self.engine.respond(resp.audio, history, resp.options)
             for ev in gen:
                 if resp.stop.is_set() or not put(ev):
                     break
@@ -490,6 +537,8 @@ class Session:
                 if gen is not None:
                     gen.close()
             finally:
+                if resp.live is not None:  # also when the answer never started (a generator closed unstarted
+                    resp.live.finish()  # runs none of its own cleanup)
                 if locked:
                     self.engine_lock.release()
                 try:
@@ -527,6 +576,8 @@ class Session:
         """Cancel any answer and wait for its worker thread: nothing of the session outlives this."""
         self._closed = True
         self._drop_speculation()
+        live = self._live
+        self._close_live()
         resp = self.response
         if resp is not None:
             resp.status = "cancelled"
@@ -534,4 +585,6 @@ class Session:
             self.response = None
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if live is not None:
+            await asyncio.get_running_loop().run_in_executor(None, live.join)
 

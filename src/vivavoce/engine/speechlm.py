@@ -126,10 +126,17 @@ class SpeechLMEngine:
             self.session.push(ids)
             yield from self._answer(options)
 
-    def live_turn(self) -> "LiveTurn":
+    def live_turn(self, wait: bool = True) -> LiveTurn | None:
         """Streaming input: push the user's audio as it arrives (its tokens are pre-filled at once), then answer.
-        One live turn at a time per engine; `answer()` or `close()` ends it."""
-        return LiveTurn(self)
+        One live turn at a time per engine, and none while an answer runs; `answer()` or `close()` ends it.
+        `wait=False`: None at once if the engine is busy (a caller on an event loop must never wait for it)."""
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
+            return LiveTurn(self)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _answer(self, options: ResponseOptions) -> Iterator[TextDelta | AudioChunk]:
         """The reply to the user turn open in the session (the caller holds the lock)."""
@@ -158,11 +165,11 @@ class SpeechLMEngine:
 
 class LiveTurn:
     """A user turn fed while it is spoken: 16 kHz audio → streaming codec encoder → tokens pre-filled into the
-    speech LM, so that at the end of the turn only the last few tokens remain to be computed."""
+    speech LM, so that at the end of the turn only the last few tokens remain to be computed. Made by
+    `SpeechLMEngine.live_turn()`, which takes the engine's lock for it."""
 
     def __init__(self, engine: SpeechLMEngine):
         self.engine = engine
-        engine._lock.acquire()
         self._held = True
         engine.session.reset()
         self.encoder = engine.codec.encode_stream()

@@ -38,7 +38,7 @@ class ServerConfig:
     max_sessions: int = 8
     max_message_bytes: int = 1 << 20  # one JSON event; 1 MiB is ~16 s of base64 pcm16 at 24 kHz
     outbox_size: int = 400  # outgoing messages per connection (~40 s of audio at 100 ms a delta)
-    engine_concurrency: int = 1  # answers computed at once (the rest wait): 2 cores are shared by everything
+    engine_concurrency: int = 1  # answers (and live turns) computed at once, the rest wait: 2 cores for everything
     max_upload_bytes: int = 20 << 20
     max_upload_s: float = 60.0
     session: SessionConfig = field(default_factory=SessionConfig)
