@@ -1,7 +1,12 @@
 """Prosody and timbre edits with the WORLD vocoder: F0 mean and range, formant shift, time stretch, gain.
 
-One analysis (DIO + StoneMask F0, CheapTrick envelope, D4C aperiodicity) and one resynthesis per utterance:
-~0.1x real time on one core, so WORLD voices cost a little more than their Piper source.
+One analysis (Harvest F0, CheapTrick envelope, D4C aperiodicity) and one resynthesis per utterance: ~0.14x real
+time on one core (DIO was ~0.05x), so WORLD voices cost a little more than their Piper source.
+
+Harvest, not DIO: on Piper joe, whose harmonics sit ~100 Hz apart, DIO + StoneMask put F0 at 140-170 Hz in many
+frames, and the resynthesis then mixed that pitch with the envelope's ripple at the true one (inharmonic peaks,
+and Praat's median F0 of a styled take off its target by up to an octave; an emotion set's sad member measured
+above its neutral one). From Harvest's F0 the vocoded audio keeps the source's harmonics.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ def _pyworld():
 
 @dataclass(frozen=True)
 class WorldEdit:
-    f0_scale: float = 1.0  # mean F0 multiplier (2 ** (semitones / 12))
-    f0_range: float = 1.0  # spread of log F0 around its mean: >1 livelier, <1 flatter
+    f0_scale: float = 1.0  # median F0 multiplier (2 ** (semitones / 12))
+    f0_range: float = 1.0  # spread of log F0 around its median: >1 livelier, <1 flatter
     formant: float = 1.0  # spectral envelope warp: >1 moves formants up (a smaller vocal tract)
     speed: float = 1.0  # >1 faster
     gain_db: float = 0.0
@@ -64,14 +69,13 @@ def resynthesize(audio: np.ndarray, rate: int, edit: WorldEdit = WorldEdit()) ->
         return audio.copy()
     pw = _pyworld()
     x = np.ascontiguousarray(audio, dtype=np.float64)
-    f0, t = pw.dio(x, rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
-    f0 = pw.stonemask(x, f0, t, rate)
+    f0, t = pw.harvest(x, rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
     sp = pw.cheaptrick(x, f0, t, rate)
     ap = pw.d4c(x, f0, t, rate)
     voiced = f0 > 0
     if voiced.any():
         logf = np.log(f0[voiced])
-        centre = float(np.mean(logf))
+        centre = float(np.median(logf))  # the range edit leaves the median where f0_scale puts it
         f0 = f0.copy()
         f0[voiced] = np.exp(centre + (logf - centre) * edit.f0_range) * edit.f0_scale
     if edit.formant != 1.0:
