@@ -385,3 +385,42 @@ def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_pat
     assert all(e.turns[1].text == "Because it is so." for e in guided)
     assert [e.turns[1].text for e in ex if e.task == "tts"] == ["Why?", "Because it is so."]  # reading data too
     assert not [e for e in build_examples(rows, split="train") if e.task.startswith("s2s")]  # no answers, no pairs
+
+
+def test_sampled_answers_are_reading_text_not_s2t_targets_and_resume(tmp_path, monkeypatch, backbone):
+    """`answers --samples K`: K sampled answers per rendered question (not of the spoken answers), appended batch by
+    batch; a rerun writes only what is missing. `render --answers` speaks them too; s2t keeps the greedy ones."""
+    import vivavoce.model.backbone as bb_module
+    import vivavoce.model.textgen as textgen
+    from vivavoce.train.lm_data import answer_texts, load_answers, write_sampled_answers
+
+    row = lambda key, text: dict(key=key, id=key, dialogue=key, turn="user", split="train", text=text,  # noqa: E731
+                                 voice="v", emotion="neutral", control=None, text_ids=[1], speech_ids=[5])
+    tokens = tmp_path / "tokens.jsonl"
+    rows = [row("turn-p1", "Why?"), row("turn-p2", "How?"), row("turn-p3", "Who?"), row("turn-ans-0a1b", "Because.")]
+    tokens.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+
+    def fake_batch(_bb, questions, _config, batch_size, temperature, generator):
+        calls.append(list(questions))
+        seed = int(torch.randint(0, 1000, (1,), generator=generator))
+        return ["x " * 99 if q == "How?" else f"{q} answer {seed}." for q in questions]  # "How?": too long
+
+    monkeypatch.setattr(bb_module, "load_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr(textgen, "answer_batch", fake_batch)
+    out = tmp_path / "sampled.jsonl"
+    assert write_sampled_answers(tokens, out, samples=2, batch_size=2, log=lambda m: None) == 4
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["text"], r["sample"]) for r in got) == [(q, k) for q in ("How?", "Who?", "Why?") for k in (1, 2)]
+    assert all(r["answer"] is None and r["rejected"] for r in got if r["text"] == "How?")
+    assert len({r["answer"] for r in got if r["text"] == "Why?"}) == 2  # two samples, two texts
+    n = len(calls)
+    out.write_text("".join(line + "\n" for line in out.read_text().splitlines()[:-1]))  # the last row lost
+    write_sampled_answers(tokens, out, samples=2, batch_size=2, log=lambda m: None)
+    assert len(calls) == n + 1 and len(out.read_text().splitlines()) == 6  # only that batch again
+    with out.open("a") as f:
+        f.write(json.dumps({"text": "Why?", "answer": "Because it is so."}) + "\n")  # a greedy answer
+    assert load_answers(out) == {"Why?": "Because it is so."}
+    assert len(answer_texts(out)) == 5  # 4 sampled + the greedy one
+    with pytest.raises(VivavoceError, match="temperature"):
+        write_sampled_answers(tokens, out, samples=2, temperature=0.0)

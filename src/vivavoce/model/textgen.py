@@ -114,10 +114,12 @@ def answer(backbone: Backbone, user_text: str, config: TextGenConfig = TextGenCo
 
 @torch.inference_mode()
 def answer_batch(backbone: Backbone, user_texts: list[str], config: TextGenConfig = TextGenConfig(),
-                 batch_size: int = 64, **kw) -> list[str]:
+                 batch_size: int = 64, temperature: float = 0.0, generator: torch.Generator | None = None,
+                 **kw) -> list[str]:  # fmt: skip
     """`answer` for many questions at once: the same greedy decoding and repetition penalty, rows left-padded
     (their positions start at their first real token), on whatever device the backbone is. For writing thousands
-    of answers as training targets on a GPU; on one CPU core `answer` is as fast."""
+    of answers as training targets on a GPU; on one CPU core `answer` is as fast. `temperature` > 0 samples
+    instead (from `generator`, on the CPU): other answers in the LLM's own words, as more text to learn from."""
     device = next(backbone.model.parameters()).device
     stops = torch.tensor(sorted(backbone.stop_ids()), device=device)
     out: list[str] = []
@@ -142,7 +144,11 @@ def answer_batch(backbone: Backbone, user_texts: list[str], config: TextGenConfi
             if config.repetition_penalty != 1.0:  # as `penalise`, on the tokens each row has produced
                 pen = torch.where(logits > 0, logits / config.repetition_penalty, logits * config.repetition_penalty)
                 logits = torch.where(seen, pen, logits)
-            token = logits.argmax(-1)
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, -1).cpu()
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+            else:
+                token = logits.argmax(-1)
             done |= torch.isin(token, stops)
             token = torch.where(done, stops[0], token)
             tokens = torch.cat([tokens, token[:, None]], 1)

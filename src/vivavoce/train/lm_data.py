@@ -93,7 +93,11 @@ def answer_texts(answers: str | Path, limit: int = 0) -> list[tuple[str, str]]:
     The ids hash the text, so a rerun (or another answers file) finds what is already spoken."""
     import hashlib
 
-    texts = sorted(set(load_answers(answers).values()))
+    from vivavoce.data.corpus import read_jsonl
+
+    if not Path(answers).is_file():
+        load_answers(answers)  # its one-line error
+    texts = sorted({r["answer"] for r in read_jsonl(Path(answers))[0] if r.get("answer")})  # sampled ones too
     random.Random("answers").shuffle(texts)  # a --limit takes a sample, not the alphabet's start
     texts = texts[:limit] if limit > 0 else texts
     return [(ANSWER_PREFIX + hashlib.sha1(t.encode()).hexdigest()[:12], t) for t in texts]
@@ -136,8 +140,10 @@ def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], 
 
 
 def rendering_questions(rows: list[dict]) -> list[str]:
-    """Distinct texts of the alignment renderings (single sentences, ids `turn-...`): built-in user questions."""
-    return sorted({r["text"] for r in rows if str(r["dialogue"]).startswith("turn-") and r["split"] == "train"})
+    """Distinct texts of the alignment renderings (single sentences, ids `turn-...`): built-in user questions, not
+    the spoken answers (`turn-ans-...`)."""
+    return sorted({r["text"] for r in rows if str(r["dialogue"]).startswith("turn-") and r["split"] == "train"
+                   and not str(r["dialogue"]).startswith(ANSWER_PREFIX)})  # fmt: skip
 
 
 def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str = "smollm2", device: str = "cpu",
@@ -165,12 +171,57 @@ def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str =
     return kept
 
 
+def write_sampled_answers(tokens: str | Path, out: str | Path, samples: int, temperature: float = 0.7,
+                          seed: int = 0, backbone: str = "smollm2", device: str = "cpu", batch_size: int = 64,
+                          max_new_tokens: int = 64, max_words: int = 40, log=print) -> int:  # fmt: skip
+    """More answers of the frozen LLM to the renderings' questions: `samples` sampled ones per question (rows
+    {"text", "answer", "sample": k}), made speakable as the greedy ones. Reading data in the LLM's own words and
+    vocabulary (`render --answers`), where the greedy answers give one text per question. Appends to `out` batch by
+    batch and resumes; sample k of a question is the same in every run (seeded by `seed`, k and the batch)."""
+    from vivavoce.data.corpus import read_jsonl
+    from vivavoce.data.normalize import speakable_answer
+    from vivavoce.model.backbone import BackboneConfig, load_backbone
+    from vivavoce.model.textgen import TextGenConfig, answer_batch
+
+    if samples < 1 or temperature <= 0:
+        raise VivavoceError("sampled answers need --samples >= 1 and --temperature > 0")
+    out = Path(out)
+    done = {(r["text"], r["sample"]) for r in read_jsonl(out)[0]} if out.is_file() else set()
+    questions = rendering_questions(load_tokens(tokens))
+    import torch
+
+    bb = load_backbone(BackboneConfig(source=backbone))
+    bb.model.to(device)
+    kept = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, samples + 1):
+        for b in range(0, len(questions), batch_size):
+            batch = questions[b : b + batch_size]
+            if all((q, k) in done for q in batch):
+                continue
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + k * 10_007 + b)
+            raw = answer_batch(bb, batch, TextGenConfig(max_new_tokens=max_new_tokens), batch_size=batch_size,
+                               temperature=temperature, generator=gen)  # fmt: skip
+            with out.open("a") as f:
+                for q, a in zip(batch, raw):
+                    if (q, k) in done:  # the batch is redone whole, so that every sample keeps its seed
+                        continue
+                    text, reason = speakable_answer(a, max_words)
+                    kept += text is not None
+                    row = {"text": q, "answer": text, "sample": k, "raw": a}
+                    f.write(json.dumps({**row, **({"rejected": reason} if text is None else {})}) + "\n")
+            log(f"sample {k}: {min(b + batch_size, len(questions))}/{len(questions)} questions")
+    log(f"{kept} new speakable sampled answers")
+    return kept
+
+
 def load_answers(path: str | Path) -> dict[str, str]:
+    """Question -> the LLM's greedy answer (s2t targets); sampled answers in the file are left out."""
     from vivavoce.data.corpus import read_jsonl
 
     if not Path(path).is_file():
         raise VivavoceError(f"{path}: no answers file (write it with `python -m vivavoce.train.lm_data answers`)")
-    return {r["text"]: r["answer"] for r in read_jsonl(Path(path))[0] if r.get("answer")}
+    return {r["text"]: r["answer"] for r in read_jsonl(Path(path))[0] if r.get("answer") and not r.get("sample")}
 
 
 # ---- tokens -----------------------------------------------------------------------------------------------------
@@ -376,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--backbone", default="smollm2")
     a.add_argument("--device", default="cpu")
     a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--samples", type=int, default=0,
+                   help="instead: this many sampled answers per question, appended to --out (reading data)")
+    a.add_argument("--temperature", type=float, default=0.7)
+    a.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("tokenize", help="codec + text tokens of every utterance, cached as JSONL")
     t.add_argument("corpora", nargs="+")
     t.add_argument("--out", required=True)
@@ -395,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed, args.takes), args.out, log)
             return 1 if errors else 0
+        if args.cmd == "answers" and args.samples:
+            write_sampled_answers(args.tokens, args.out, args.samples, args.temperature, args.seed, args.backbone,
+                                  args.device, args.batch_size, log=log)  # fmt: skip
+            return 0
         if args.cmd == "answers":
             write_rendering_answers(args.tokens, args.out, args.backbone, args.device, args.batch_size, log=log)
             return 0
