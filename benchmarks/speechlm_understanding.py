@@ -8,10 +8,14 @@ For each dev/test dialogue of a token cache (`python -m vivavoce.train.lm_data t
 - no question ("Hi.").
 Speech that the text branch understands brings the first towards the second; speech it only takes as "some
 question" leaves it at the third. With `--train N`, the same for N questions of the alignment renderings (seen in
-training, with `--answers`: the s2t targets of `lm_data answers`).
+training, with `--answers`: the s2t targets of `lm_data answers`). With `--oracle`, two more inputs that no
+model has at generation, to see what a transcript of the user would be worth with the frozen layers: the
+question's speech with its own text tokens in the text stream, each word at its onset (CTC forced alignment on
+the codec's phone head, `lm_align`; needs espeak-ng), and the whole transcript in a row from the speech span's
+start, the codes beside it.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_understanding.py \
-        --tokens cache/lm/tokens.jsonl [--checkpoint CKPT ...] [--answers cache/lm/answers.jsonl --train 40]
+        --tokens cache/lm/tokens.jsonl [--checkpoint CKPT ...] [--answers cache/lm/answers.jsonl --train 40] [--oracle]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", nargs="+", default=[None], help="speech LM checkpoints (default: the shipped one)")
     ap.add_argument("--answers", default=None, help="answers JSONL of the renderings (for --train)")
     ap.add_argument("--train", type=int, default=0, help="also this many training renderings (needs --answers)")
+    ap.add_argument("--oracle", action="store_true", help="also: the transcript inside the spoken turn (see above)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -52,8 +57,31 @@ def main() -> None:
         sets["train"] = random.Random(0).sample(seen, min(args.train, len(seen)))
     backbone = load_backbone()
 
-    def loss(model, proc, turns) -> tuple[float, int]:
+    codec = None
+    if args.oracle:
+        from vivavoce.codec import Codec
+        from vivavoce.train.lm_align import word_onsets
+
+        codec = Codec.load()
+
+    def with_transcript(proc, turns, text_ids: list[int], at_onsets: bool):
+        """The s2t grid of `turns` (a spoken user turn first), its speech span also holding the question's text."""
         g = proc.encode(turns, mode="s2t")
+        s0, e0 = g.speech_ids.index(proc.sos), g.speech_ids.index(proc.eos)
+        if at_onsets:
+            onsets = word_onsets(turns[0].speech, proc.words(text_ids), len(text_ids), codec.tokenizer)
+            if onsets is None:
+                return None
+            places = proc.aligned_positions(text_ids, onsets)
+        else:
+            places = range(len(text_ids))
+        for p, t in zip(places, text_ids):
+            if s0 + 1 + p < e0:
+                g.text_ids[s0 + 1 + p] = t
+        return g
+
+    def loss(model, proc, turns) -> tuple[float, int]:
+        g = turns if not isinstance(turns, list) else proc.encode(turns, mode="s2t")
         hidden = model.shared_hidden(torch.tensor([g.text_ids]), torch.tensor([g.speech_ids]))
         th, _ = model.branches_from_hidden(hidden, speech=False)
         targets = torch.tensor([g.text_targets])
@@ -67,14 +95,23 @@ def main() -> None:
         proc = SpeechLMProcessor(backbone.tokenizer, model.config, ProcessorConfig())
         report[path] = {}
         for name, examples in sets.items():
-            sums = {k: [0.0, 0] for k in ("speech", "text", "other_speech", "no_question")}
+            names = ("speech", "text", "other_speech", "no_question")
+            names += ("speech+words_at_onsets", "speech+transcript_first") if args.oracle else ()
+            sums = {k: [0.0, 0] for k in names}
             with torch.no_grad():
                 for i, e in enumerate(examples):
                     user, reply = e.turns
                     other = examples[(i + 1 + len(examples) // 2) % len(examples)].turns[0]
                     question = text_of[e.source.split(">")[0]]
-                    for k, turns in (("speech", [user, reply]), ("text", [ChatTurn("user", question), reply]),
-                                     ("other_speech", [other, reply]), ("no_question", [ChatTurn("user", "Hi."), reply])):
+                    inputs = [("speech", [user, reply]), ("text", [ChatTurn("user", question), reply]),
+                              ("other_speech", [other, reply]), ("no_question", [ChatTurn("user", "Hi."), reply])]
+                    if args.oracle:
+                        q_ids = proc.text_ids(question)
+                        inputs += [("speech+words_at_onsets", with_transcript(proc, [user, reply], q_ids, True)),
+                                   ("speech+transcript_first", with_transcript(proc, [user, reply], q_ids, False))]
+                    for k, turns in inputs:
+                        if turns is None:  # no alignment found
+                            continue
                         a, n = loss(model, proc, turns)
                         sums[k][0] += a
                         sums[k][1] += n
