@@ -93,11 +93,7 @@ def answer_texts(answers: str | Path, limit: int = 0) -> list[tuple[str, str]]:
     The ids hash the text, so a rerun (or another answers file) finds what is already spoken."""
     import hashlib
 
-    from vivavoce.data.corpus import read_jsonl
-
-    if not Path(answers).is_file():
-        load_answers(answers)  # its one-line error
-    texts = sorted({r["answer"] for r in read_jsonl(Path(answers))[0] if r.get("answer")})  # sampled ones too
+    texts = sorted({r["answer"] for r in _answer_rows(answers) if r.get("answer")})  # sampled ones too
     random.Random("answers").shuffle(texts)  # a --limit takes a sample, not the alphabet's start
     texts = texts[:limit] if limit > 0 else texts
     return [(ANSWER_PREFIX + hashlib.sha1(t.encode()).hexdigest()[:12], t) for t in texts]
@@ -178,7 +174,8 @@ def write_sampled_answers(tokens: str | Path, out: str | Path, samples: int, tem
     {"text", "answer", "sample": k}), made speakable as the greedy ones. Reading data in the LLM's own words and
     vocabulary (`render --answers`), where the greedy answers give one text per question. Appends to `out` batch by
     batch and resumes; sample k of a question is the same in every run (seeded by `seed`, k and the batch)."""
-    from vivavoce.data.corpus import read_jsonl
+    import torch
+
     from vivavoce.data.normalize import speakable_answer
     from vivavoce.model.backbone import BackboneConfig, load_backbone
     from vivavoce.model.textgen import TextGenConfig, answer_batch
@@ -186,10 +183,8 @@ def write_sampled_answers(tokens: str | Path, out: str | Path, samples: int, tem
     if samples < 1 or temperature <= 0:
         raise VivavoceError("sampled answers need --samples >= 1 and --temperature > 0")
     out = Path(out)
-    done = {(r["text"], r["sample"]) for r in read_jsonl(out)[0]} if out.is_file() else set()
+    done = {(r["text"], r["sample"]) for r in _answer_rows(out)} if out.is_file() else set()
     questions = rendering_questions(load_tokens(tokens))
-    import torch
-
     bb = load_backbone(BackboneConfig(source=backbone))
     bb.model.to(device)
     kept = 0
@@ -215,13 +210,18 @@ def write_sampled_answers(tokens: str | Path, out: str | Path, samples: int, tem
     return kept
 
 
-def load_answers(path: str | Path) -> dict[str, str]:
-    """Question -> the LLM's greedy answer (s2t targets); sampled answers in the file are left out."""
+def _answer_rows(path: str | Path) -> list[dict]:
+    """The rows of an answers file (`lm_data answers`, greedy or sampled)."""
     from vivavoce.data.corpus import read_jsonl
 
     if not Path(path).is_file():
         raise VivavoceError(f"{path}: no answers file (write it with `python -m vivavoce.train.lm_data answers`)")
-    return {r["text"]: r["answer"] for r in read_jsonl(Path(path))[0] if r.get("answer") and not r.get("sample")}
+    return read_jsonl(Path(path))[0]
+
+
+def load_answers(path: str | Path) -> dict[str, str]:
+    """Question -> the LLM's greedy answer (s2t targets); sampled answers in the file are left out."""
+    return {r["text"]: r["answer"] for r in _answer_rows(path) if r.get("answer") and not r.get("sample")}
 
 
 # ---- tokens -----------------------------------------------------------------------------------------------------
