@@ -515,9 +515,11 @@ class Session:
         gen = None
         locked = False
         try:
-            live = resp.live.take() if resp.live is not None and not resp.stop.is_set() else None
-            if resp.live is not None and resp.stop.is_set():
-                return  # dropped: respond() below would wait for the engine this very feed holds until finish()
+            live = None
+            if resp.live is not None:
+                if resp.stop.is_set():
+                    return  # dropped: respond() below would wait for the engine this very feed holds until finish()
+                live = resp.live.take()
             if live is not None:  # the feed holds the engine slot: taking it again here could deadlock
                 gen = live.answer(resp.options)
             else:  # no live turn, or its engine never came free (then the feed holds nothing)
