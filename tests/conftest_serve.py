@@ -33,6 +33,43 @@ def silence(seconds: float, rate: int = RATE) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.float32)
 
 
+def run(coro):
+    """A test's client coroutine, with a time limit so a hang fails instead of stalling the suite."""
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def session_of(app):
+    """The server's one live session."""
+    return next(iter(app.state.connections.values())).session
+
+
+def paused_question() -> np.ndarray:
+    # espeak ends each phrase with 350 ms of silence: a pause mid-question past speculative_ms (150), short of
+    # silence_duration_ms (600)
+    return np.concatenate([silence(0.3), speech("I would like to know"), speech("the capital of France."),
+                           silence(1.5)])  # fmt: skip
+
+
+def speculative_run(engine):
+    """`paused_question` under server VAD with speculative_ms 150 and silence_duration_ms 600: a speculative answer
+    starts in the pause and is dropped when the user goes on. (client, the response.done, the session's stats)."""
+    from vivavoce.serve.app import ServerConfig
+
+    async def go(url):
+        c = await Client.connect(url)
+        td = {"type": "server_vad", "silence_duration_ms": 600}
+        await c.send({"type": "session.update", "session": {"turn_detection": td, "speculative_ms": 150}})
+        await c.send_audio(paused_question())
+        done = await c.wait_for("response.done")
+        await asyncio.sleep(0.5)
+        stats = dict(session_of(app).stats)
+        await c.close()
+        return c, done, stats
+
+    with running_server(ServerConfig(), engine) as (url, app):
+        return run(go(url))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

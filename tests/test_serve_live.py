@@ -16,8 +16,10 @@ from conftest_serve import (  # noqa: F401
     FakeEngine,
     FakeLiveEngine,
     answer_speech,
+    run,
     running_server,
     silence,
+    speculative_run,
     speech,
 )
 
@@ -32,10 +34,6 @@ PREROLL = int(TURNS.prefix_padding_ms / FRAME_MS)  # frames of audio kept from b
 @pytest.fixture(scope="module")
 def question() -> np.ndarray:
     return np.concatenate([silence(0.3), speech("What is the capital of France?"), silence(0.9)])
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 120))
 
 
 def engine_free(engine) -> bool:
@@ -149,23 +147,7 @@ def test_barge_in_during_an_answer_that_holds_the_engine_does_not_deadlock(answe
 
 def test_dropped_speculative_answer_leaves_the_turn_to_respond_with_all_its_audio(answer_speech):
     engine = FakeLiveEngine(*answer_speech)
-    # as in test_serve_turns: a mid-question pause past speculative_ms, short of silence_duration_ms
-    audio = np.concatenate([silence(0.3), speech("I would like to know"), speech("the capital of France."),
-                            silence(1.5)])  # fmt: skip
-
-    async def go(url):
-        c = await Client.connect(url)
-        td = {"type": "server_vad", "silence_duration_ms": 600}
-        await c.send({"type": "session.update", "session": {"turn_detection": td, "speculative_ms": 150}})
-        await c.send_audio(audio)
-        done = await c.wait_for("response.done")
-        await asyncio.sleep(0.5)
-        stats = dict(app.state.connections[next(iter(app.state.connections))].session.stats)
-        await c.close()
-        return c, done, stats
-
-    with running_server(ServerConfig(), engine) as (url, app):
-        c, done, stats = run(go(url))
+    c, done, stats = speculative_run(engine)  # a speculative answer in a mid-question pause, dropped
     assert stats.get("speculations_dropped", 0) >= 1 and done["response"]["status"] == "completed"
     assert len(c.of("response.created")) == 1
     [live] = engine.lives  # taken by the first speculation; none after it for this turn

@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 import pytest
-from conftest_serve import RATE, Client, FakeEngine, answer_speech, running_server, silence, speech  # noqa: F401
+from conftest_serve import RATE, Client, FakeEngine, answer_speech, run, running_server, silence, speech  # noqa: F401
 
 from vivavoce.serve.app import ServerConfig
 
@@ -25,10 +25,6 @@ from vivavoce.serve.app import ServerConfig
 @pytest.fixture(scope="module")
 def question() -> np.ndarray:
     return np.concatenate([silence(0.3), speech("What is the capital of France?"), silence(0.9)])
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 120))
 
 
 def engine_threads() -> list[str]:

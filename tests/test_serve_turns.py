@@ -10,7 +10,18 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest_serve import RATE, Client, FakeEngine, answer_speech, running_server, silence, speech  # noqa: F401
+from conftest_serve import (  # noqa: F401
+    RATE,
+    Client,
+    FakeEngine,
+    answer_speech,
+    run,
+    running_server,
+    session_of,
+    silence,
+    speculative_run,
+    speech,
+)
 
 from vivavoce.serve.app import ServerConfig
 
@@ -18,14 +29,6 @@ from vivavoce.serve.app import ServerConfig
 @pytest.fixture(scope="module")
 def question() -> np.ndarray:
     return np.concatenate([silence(0.3), speech("What is the capital of France?"), silence(0.9)])
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 120))
-
-
-def session_of(app):
-    return next(iter(app.state.connections.values())).session
 
 
 def test_barge_in_cancels_and_no_stale_audio_follows(answer_speech, question):
@@ -157,24 +160,7 @@ def test_end_of_turn_silence_is_configurable(answer_speech, silence_ms, turns):
 
 def test_speculative_answer_is_dropped_when_the_user_goes_on(answer_speech):
     engine = FakeEngine(*answer_speech)
-    # espeak ends each phrase with 350 ms of silence: a pause mid-question past speculative_ms (150), short of
-    # silence_duration_ms (600)
-    audio = np.concatenate([silence(0.3), speech("I would like to know"), speech("the capital of France."),
-                            silence(1.5)])  # fmt: skip
-
-    async def go(url):
-        c = await Client.connect(url)
-        td = {"type": "server_vad", "silence_duration_ms": 600}
-        await c.send({"type": "session.update", "session": {"turn_detection": td, "speculative_ms": 150}})
-        await c.send_audio(audio)
-        done = await c.wait_for("response.done")
-        await asyncio.sleep(0.5)
-        stats = dict(session_of(app).stats)
-        await c.close()
-        return c, done, stats
-
-    with running_server(ServerConfig(), engine) as (url, app):
-        c, done, stats = run(go(url))
+    c, done, stats = speculative_run(engine)
     assert stats.get("speculations_dropped", 0) >= 1 and engine.opened >= 2  # it did start one, and dropped it
     assert len(c.of("input_audio_buffer.committed")) == 1 and len(c.of("response.created")) == 1
     assert done["response"]["status"] == "completed"
