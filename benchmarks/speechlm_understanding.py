@@ -80,8 +80,7 @@ def main() -> None:
                 g.text_ids[s0 + 1 + p] = t
         return g
 
-    def loss(model, proc, turns) -> tuple[float, int]:
-        g = turns if not isinstance(turns, list) else proc.encode(turns, mode="s2t")
+    def loss(model, g) -> tuple[float, int]:
         hidden = model.shared_hidden(torch.tensor([g.text_ids]), torch.tensor([g.speech_ids]))
         th, _ = model.branches_from_hidden(hidden, speech=False)
         targets = torch.tensor([g.text_targets])
@@ -103,16 +102,17 @@ def main() -> None:
                     user, reply = e.turns
                     other = examples[(i + 1 + len(examples) // 2) % len(examples)].turns[0]
                     question = text_of[e.source.split(">")[0]]
-                    inputs = [("speech", [user, reply]), ("text", [ChatTurn("user", question), reply]),
-                              ("other_speech", [other, reply]), ("no_question", [ChatTurn("user", "Hi."), reply])]
+                    inputs = [(k, proc.encode(turns, mode="s2t")) for k, turns in (
+                        ("speech", [user, reply]), ("text", [ChatTurn("user", question), reply]),
+                        ("other_speech", [other, reply]), ("no_question", [ChatTurn("user", "Hi."), reply]))]
                     if args.oracle:
                         q_ids = proc.text_ids(question)
                         inputs += [("speech+words_at_onsets", with_transcript(proc, [user, reply], q_ids, True)),
                                    ("speech+transcript_first", with_transcript(proc, [user, reply], q_ids, False))]
-                    for k, turns in inputs:
-                        if turns is None:  # no alignment found
+                    for k, grid in inputs:
+                        if grid is None:  # no alignment found
                             continue
-                        a, n = loss(model, proc, turns)
+                        a, n = loss(model, grid)
                         sums[k][0] += a
                         sums[k][1] += n
             report[path][name] = {"examples": len(examples), **{k: round(a / n, 4) for k, (a, n) in sums.items()}}
