@@ -103,7 +103,9 @@ def teacher_forced_argmax(engine, row: dict) -> list[int]:
     grid = proc.encode([ChatTurn("user", row["text"]), reply], mode="tts")
     t, s = grid.tensors()
     with torch.inference_mode():
-        _, sh = model.branches_from_hidden(model.shared_hidden(t, s), text=False, speech_ids=s, text_ids=t)
+        spelling = proc.spelling_ids(t, s) if model.config.split_spelling else None
+        _, sh = model.branches_from_hidden(model.shared_hidden(t, s), text=False, speech_ids=s, text_ids=t,
+                                           spelling_ids=spelling)  # fmt: skip
         targets = torch.tensor(grid.speech_targets)
         at = (targets != IGNORE) & (targets < model.config.speech_vocab)  # the codes, not S or E
         return model.speech_head(sh[0][at])[:, : model.config.speech_vocab].argmax(-1).tolist()

@@ -156,12 +156,15 @@ def _text_weights(backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("phase", ["cached", "full"])
+@pytest.mark.parametrize("phase", ["cached", "full", "cached+spelling"])
 def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_path, phase):
     import random
 
     before = _text_weights(backbone)
+    spelling = phase.endswith("+spelling")
+    phase = phase.removesuffix("+spelling")
     cfg = _cfg(tokens, tmp_path / phase, phase=phase)
+    cfg.model.split_spelling = spelling
     cfg.loop.batch_size = 2 if phase == "cached" else 1  # a full step back-propagates through all 30 layers
     recipe = LMRecipe(cfg, backbone=backbone, log=lambda m: None)
     embed0 = recipe.model.speech_embed.weight.detach().clone()
@@ -183,6 +186,10 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     after = backbone.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(recipe.model.speech_embed.weight, embed0) == (phase == "cached")
+    if spelling:  # the rows carry the letters of the words being said, and the tables learnt from them
+        rows = recipe.train_rows.spelling_ids
+        assert rows is not None and int((rows[..., -1] > 0).sum()) > 100
+        assert recipe.model.speech_split_spelling.letters.weight.abs().sum() > 0
     dev = recipe.eval_losses()
     assert set(dev) >= {"speech", "speech_acc"} and all(v == v for v in dev.values())
 

@@ -270,6 +270,71 @@ def test_split_embedding_feeds_the_speech_branch_alone(backbone, model, proc, tm
     assert torch.equal(loaded.speech_split_text.weight, m.speech_split_text.weight)
 
 
+def test_spelling_rows_name_the_word_being_said(backbone, proc):
+    """At the position whose logits predict a word's first code, the row holds that word's letters at age 0; the
+    age counts up until the next word; user speech and text positions get none; a packed row restarts."""
+    from vivavoce.model.spelling import SLOTS, SYMBOLS
+
+    text = "Penguins can't fly, 2 ways."
+    grid = proc.encode([ChatTurn("user", speech=codes(7)), ChatTurn("assistant", text, speech=codes(70, 1))], "s2s")
+    t, s = grid.tensors()
+    rows = proc.spelling_ids(t, s)[0]
+    n = len(SYMBOLS)
+    said = {p: ("".join(SYMBOLS[(x - 1) % n] for x in r[:SLOTS] if x), r[SLOTS] - 1) for p, r in enumerate(rows.tolist())
+            if r[SLOTS]}  # fmt: skip
+    reply = len(grid) - 2 - 70 - 2 - proc.config.guided_delay  # positions from the reply's start: see the layout
+    assert grid.speech_ids[reply + proc.config.guided_delay] == proc.sos
+    onsets = proc.estimate_onsets(proc.text_ids(text))
+    words = [w for _, w in proc.words(proc.text_ids(text))]
+    firsts = [o for o in onsets if o is not None]
+    for word, onset in zip(words, firsts):
+        p = reply + proc.config.guided_delay + onset  # holds the code before the word's first code (or S)
+        assert said[p] == (word.lower(), 0)
+    assert said[reply + proc.config.guided_delay + firsts[1] - 1] == ("penguins", firsts[1] - 1)
+    assert min(said) == reply + proc.config.guided_delay  # nothing before S: not the user's speech, not text
+    packed = proc.spelling_ids(torch.cat([t, t], 1), torch.cat([s, s], 1),
+                               torch.cat([torch.arange(len(grid))] * 2).unsqueeze(0))[0]  # fmt: skip
+    assert torch.equal(packed[len(grid):], rows) and torch.equal(packed[: len(grid)], rows)
+
+
+def test_spelling_input_in_generation_matches_the_grid(backbone, model):
+    """The spelling rows a session feeds as it decodes (guided text lane rewound between words) are the rows the
+    trainer computes from the finished grid: greedy codes are the argmax of a full forward over that grid."""
+    proc = SpeechLMProcessor(backbone.tokenizer, model.config)
+    m = SpeechLM(backbone, replace(model.config, split_spelling=True)).eval()
+    user = codes(14, 5)
+    grid = proc.encode([ChatTurn("user", speech=user)], "s2s", add_generation_prompt=True)
+    t, s = grid.tensors()
+    with torch.no_grad():
+        assert torch.equal(m(t, s, spelling_ids=proc.spelling_ids(t, s)).speech_logits, model(t, s).speech_logits)
+        m.speech_split_spelling.letters.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+        m.speech_split_spelling.age.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+        m.speech_split_spelling.letters.weight[0] = 0
+        m.speech_split_spelling.age.weight[0] = 0
+    fast = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=256))
+    session = SpeechSession(m, proc, fast, keep_text_cache=False)
+    session.push(user)
+    cfg = GenerationConfig(mode="guided", temperature=0, text_repetition_penalty=1.0, min_speech_tokens=0,
+                           max_speech_tokens=24, max_text_tokens=6, text_lead=1)  # fmt: skip
+    out = list(session.respond(cfg))
+    text = [x for k, x in out if k == "text"]
+    speech = [x for k, x in out if k == "speech"]
+    assert text and speech
+    grid = proc.encode([ChatTurn("user", speech=user), ChatTurn("assistant", proc.decode_text(text), speech=speech)],
+                       "s2s")  # fmt: skip
+    t, s = grid.tensors()
+    spelling = proc.spelling_ids(t, s)
+    with torch.no_grad():
+        full = m(t, s, spelling_ids=spelling).speech_logits[0]
+        blind = m(t, s, spelling_ids=torch.zeros_like(spelling)).speech_logits[0]
+    at = [(p, c) for p, c in enumerate(grid.speech_targets) if c != IGNORE and c < 1024]
+    assert len(at) == len(speech)
+    assert all(int(full[p, :1024].argmax()) == c for p, c in at)
+    assert any(int(blind[p, :1024].argmax()) != c for p, c in at)  # the rows did steer the codes
+    with pytest.raises(VivavoceError, match="spelling"):
+        m.branches_from_hidden(m.shared_hidden(t, s), text=False, speech_ids=s, text_ids=t)
+
+
 @pytest.mark.parametrize("mode,decoder,layout,lead", [("true", "reference", "aligned", 12),
                                                      ("guided", "reference", "aligned", 12),
                                                      ("guided", "fast", "aligned", 12), ("guided", "fast", "aligned", 1),
@@ -423,6 +488,10 @@ def test_stage_1_checkpoint_starts_a_stage_2_model(backbone, model, tmp_path):
             torch.equal(a, b) for a, b in zip(shared.state_dict().values(), original.state_dict().values())
         )
     del stage2
+    grown = SpeechLM(backbone, replace(model.config, split_spelling=True))  # a new split input starts at zero
+    grown.load_trainable(path, across_stages=True)
+    assert torch.equal(grown.speech_head.weight, model.speech_head.weight)
+    assert grown.speech_split_spelling.letters.weight.abs().sum() == 0
 
 def test_engine_without_checkpoint_is_one_line_error(tmp_path):
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig

@@ -145,7 +145,7 @@ class FastDecoder:
     last position's (text logits, speech logits) as 1-D fp32 tensors, None where not asked for."""
 
     def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config,
-                 split_embed=None, split_text=None):  # fmt: skip
+                 split_embed=None, split_text=None, split_spelling=None):  # fmt: skip
         if config.dtype not in DTYPES:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
@@ -155,6 +155,7 @@ class FastDecoder:
         self.speech_embed = speech_embed.weight.detach() if speech_embed is not None else None
         self.split_embed = split_embed.weight.detach() if split_embed is not None else None
         self.split_text = split_text.weight.detach().t().contiguous() if split_text is not None else None
+        self.split_spelling = split_spelling  # a small module (model/spelling.py), called as it is
         self.shared = _Branch(shared, cfg, config.dtype, config.max_len)
         layers, norm, head = text_branch
         self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
@@ -183,7 +184,7 @@ class FastDecoder:
             model.backbone_config, model.text_embed, model.speech_embed, list(model.shared_layers),
             (list(model.text_layers), model.text_norm, model.text_head),
             (list(model.speech_layers), model.speech_norm, model.speech_head), model.rotary,
-            config or FastDecodeConfig(), model.speech_split_embed, model.speech_split_text,
+            config or FastDecodeConfig(), model.speech_split_embed, model.speech_split_text, model.speech_split_spelling,
         )
 
     def truncate(self, length: int) -> None:
@@ -228,9 +229,11 @@ class FastDecoder:
         return x.to(self.act)
 
     @torch.inference_mode()
-    def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None):
+    def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None,
+             spelling_ids=None):  # fmt: skip
         """Append positions (lists of ids, -1 = none) and decode. The text branch's layers run when `want_text`
-        or `text_branch` (keep its cache whole for later text); the speech branch's when there is one."""
+        or `text_branch` (keep its cache whole for later text); the speech branch's when there is one.
+        `spelling_ids`: a row per position, for a model with the spelling input."""
         T = len(text_ids)
         pos = self.length
         if pos + T > self.max_len:
@@ -253,6 +256,10 @@ class FastDecoder:
             if self.split_text is not None:  # ...and its own view of the text token
                 emb = self._rows(self.text_embed, torch.as_tensor(text_ids, dtype=torch.long))
                 h = h + (emb.to(self.split_text.dtype) @ self.split_text).to(h.dtype)
+            if self.split_spelling is not None:  # ...and the letters of the word it says
+                if spelling_ids is None:
+                    raise VivavoceError("this model's speech branch reads the spelling ids too: pass them")
+                h = h + self.split_spelling(torch.as_tensor(spelling_ids, dtype=torch.long)).to(h.dtype)
             sh = self.speech.hidden(h, pos, rot, mask)
             if want_speech:
                 speech_logits = self.speech.logits(sh[-1:])[0]

@@ -13,7 +13,7 @@ the word-aligned layout the text is written first, as a text reply, then the cac
 and the words are laid out at their estimated onsets while the speech branch speaks them; for the "lead" layout
 text and speech run together, speech `guided_delay` positions behind. Decoding runs on a `ReferenceDecoder` (the
 model itself, with a transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids,
-want_text, want_speech)` and `truncate(length)`.
+want_text, want_speech, text_branch, spelling_ids)` and `truncate(length)`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn, SpeechLMProcessor
 from vivavoce.model.speechlm import NONE, SpeechLM
+from vivavoce.model.spelling import WIDTH as SPELLING_WIDTH
 from vivavoce.model.textgen import penalise
 
 MODES = ("true", "guided")
@@ -96,10 +97,12 @@ class ReferenceDecoder:
             self.cache.crop(-extra)
 
     @torch.inference_mode()
-    def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None):
+    def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None,
+             spelling_ids=None):  # fmt: skip
         t = torch.tensor([list(text_ids)])
         s = torch.tensor([list(speech_ids)]) if speech_ids is not None else torch.full_like(t, NONE)
-        out = self.model(t, s, cache=self.cache, use_cache=True, logits_to_keep=1)  # both branches: cache whole
+        sp = torch.tensor([spelling_ids]) if spelling_ids is not None else None
+        out = self.model(t, s, cache=self.cache, use_cache=True, logits_to_keep=1, spelling_ids=sp)  # both branches
         tl = out.text_logits[0, -1].float() if want_text else None
         sl = out.speech_logits[0, -1].float() if want_speech else None
         return tl, sl
@@ -117,10 +120,13 @@ class SpeechSession:
         self.keep_text_cache = keep_text_cache
         self._pending: list[tuple[int, int]] = []  # positions to feed before the next turn (a reply's closing)
         self._user_open: str | None = None  # "speech" | "text" while a user turn is being pushed
+        # The speech branch's spelling input (models with split_spelling) follows the positions as they are fed.
+        self.track = processor.spelling_track() if model.config.split_spelling else None
         turn = ChatTurn("system", text=system) if system else processor.system_turn(mode)
         grid = processor.encode([turn])
         self._feed(grid.text_ids, grid.speech_ids, want_text=False, want_speech=False)
         self.prefix_length = self.decoder.length
+        self._prefix_track = self.track.state() if self.track is not None else None
 
     @property
     def length(self) -> int:
@@ -130,13 +136,24 @@ class SpeechSession:
         """Forget the conversation after the system prompt (the prompt's cache is kept)."""
         self.decoder.truncate(self.prefix_length)
         self._pending, self._user_open = [], None
+        if self.track is not None:
+            self.track.load(self._prefix_track)
 
-    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=True):
+    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=True, lane: bool = True):
+        """Decode more positions. `lane` False: positions the conversation will not keep (guided mode's text lane,
+        rewound before the speech is spoken over them): the spelling track does not advance over them."""
         if self._pending:
             pt, ps = zip(*self._pending)
             text_ids, speech_ids = [*pt, *text_ids], [*ps, *speech_ids]
             self._pending = []
-        return self.decoder.step(text_ids, speech_ids, want_text, want_speech, text_branch=text_branch or want_text)
+        spelling = None
+        if self.track is not None:
+            if lane:
+                spelling = [self.track.push(t, s) for t, s in zip(text_ids, speech_ids)]
+            else:
+                spelling = [[0] * SPELLING_WIDTH for _ in text_ids]
+        return self.decoder.step(text_ids, speech_ids, want_text, want_speech, text_branch=text_branch or want_text,
+                                 spelling_ids=spelling)  # fmt: skip
 
     def _open_user(self, kind: str) -> None:
         if self._user_open == kind:
@@ -230,7 +247,7 @@ class SpeechSession:
                 while (tok := self._next_text(config, tl, texts, gen)) is not None:  # the text reply, in a row
                     texts.append(tok)
                     yield "text", tok
-                    tl, _ = self._feed([tok], [NONE], want_speech=False)
+                    tl, _ = self._feed([tok], [NONE], want_speech=False, lane=False)
                 dec.truncate(start)  # rewind: the same words again, each at its onset
             at = dict(zip(proc.aligned_positions(texts), texts))
             while True:
@@ -247,7 +264,7 @@ class SpeechSession:
                             break
                         texts.append(tok)
                         yield "text", tok
-                        tl, _ = self._feed([tok], [NONE], want_speech=False)
+                        tl, _ = self._feed([tok], [NONE], want_speech=False, lane=False)
                         at = dict(zip(proc.aligned_positions(texts), texts))
                     text_lane = dec.save(start, start + len(texts))
                     if speech_lane is not None:

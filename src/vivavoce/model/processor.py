@@ -317,6 +317,29 @@ class SpeechLMProcessor:
             for before, t in zip([start - 1, *(start + q for q in pos)], [*text, self.im_end]):
                 g.text_targets[before] = t
 
+    # ---- the speech branch's spelling input (`model/spelling.py`) ------------------------------------------------
+
+    def spelling_track(self):
+        """A fresh streaming spelling tracker for this layout (aligned guided replies; the word lead is the delay)."""
+        from vivavoce.model.spelling import SpellingTrack, letters_of
+
+        if self.config.guided_layout != "aligned":
+            raise VivavoceError("the spelling input follows the aligned guided layout; this layout is lead")
+        if getattr(self, "_token_letters", None) is None:
+            # Byte-level BPE: a token that begins a word begins with a (mapped) space, newline or tab byte.
+            pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._word_start = [bool(p) and p[0] in "ĠĊĉ" for p in pieces]
+            self._token_letters = [letters_of(p or "") for p in pieces]
+        return SpellingTrack(self._token_letters, self._word_start, self.im_start, self.newline[0],
+                             {self.im_end, *self.stop_ids}, self.config.guided_delay)  # fmt: skip
+
+    def spelling_ids(self, text_ids: torch.Tensor, speech_ids: torch.Tensor,
+                     position_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """(B, T) grids (packed rows: with their position ids) → (B, T, WIDTH) spelling ids."""
+        from vivavoce.model.spelling import spelling_ids
+
+        return spelling_ids(self.spelling_track(), text_ids, speech_ids, position_ids)
+
     # ---- grid → conversation -----------------------------------------------------------------------------------
 
     def decode(self, grid: Grid) -> list[ChatTurn]:

@@ -51,6 +51,9 @@ class SpeechLMConfig:
     # (the frozen table), so the speech branch reads the word it is saying directly, not only through the frozen
     # layers, whose states at a word are tuned to predict the next text token.
     split_text: bool = False
+    # And the letters of the word being said, with its age in positions (`model/spelling.py`): spelling → sound
+    # can then be learnt across words, not one BPE token at a time. Zero at the start.
+    split_spelling: bool = False
     seed: int = 0
 
     @property
@@ -112,13 +115,17 @@ class SpeechLM(nn.Module):
         dtype = backbone.dtype
         self.speech_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
         self.speech_head = nn.Linear(self.hidden_size, config.speech_tokens, bias=False, dtype=dtype)
-        self.speech_split_embed = self.speech_split_text = None
+        self.speech_split_embed = self.speech_split_text = self.speech_split_spelling = None
         if config.split_embed:
             self.speech_split_embed = nn.Embedding(config.speech_tokens, self.hidden_size, dtype=dtype)
             nn.init.zeros_(self.speech_split_embed.weight)
         if config.split_text:
             self.speech_split_text = nn.Linear(self.hidden_size, self.hidden_size, bias=False, dtype=dtype)
             nn.init.zeros_(self.speech_split_text.weight)
+        if config.split_spelling:
+            from vivavoce.model.spelling import SpellingEmbedding  # it imports this module's NONE
+
+            self.speech_split_spelling = SpellingEmbedding(self.hidden_size, dtype=dtype)
         self._init_speech(config)
 
         self.requires_grad_(False)
@@ -166,6 +173,8 @@ class SpeechLM(nn.Module):
             mods["speech_split_embed"] = self.speech_split_embed
         if self.speech_split_text is not None:
             mods["speech_split_text"] = self.speech_split_text
+        if self.speech_split_spelling is not None:
+            mods["speech_split_spelling"] = self.speech_split_spelling
         if self.config.train_shared:
             mods["shared_layers"] = self.shared_layers
         return mods
@@ -189,15 +198,21 @@ class SpeechLM(nn.Module):
     def load_trainable(self, path: str | Path, across_stages: bool = False) -> None:
         """Trainable weights from a checkpoint of this same model. `across_stages`: train_shared may differ, e.g. a
         stage-1 checkpoint into a stage-2 model, whose shared layers' trainable copy then keeps the backbone's
-        weights (and a stage-2 checkpoint's shared layers are left out of a stage-1 model)."""
+        weights (and a stage-2 checkpoint's shared layers are left out of a stage-1 model); and this model may have
+        split inputs the checkpoint lacks (they start at zero, so it begins as the checkpoint's model)."""
         config, state = read_checkpoint(path)
+        optional: tuple[str, ...] = ()
         if across_stages:
             config = replace(config, train_shared=self.config.train_shared)
+            optional = ("shared_layers.",)
+            for flag in ("split_embed", "split_text", "split_spelling"):
+                if getattr(self.config, flag) and not getattr(config, flag):
+                    config = replace(config, **{flag: True})
+                    optional += (f"speech_{flag}.",)
         if config != self.config:
             raise VivavoceError(f"{path}: made for {config}, not this model's {self.config}")
         own = self.trainable_state_dict()
-        optional = "shared_layers." if across_stages else None
-        missing = sorted(k for k in own if k not in state and not (optional and k.startswith(optional)))
+        missing = sorted(k for k in own if k not in state and not k.startswith(optional))
         if missing:
             raise VivavoceError(f"{path}: lacks {len(missing)} weights (first: {missing[0]})")
         with torch.no_grad():
@@ -251,7 +266,8 @@ class SpeechLM(nn.Module):
             x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
         return x
 
-    def split_input(self, speech_ids: torch.Tensor | None, text_ids: torch.Tensor | None = None):
+    def split_input(self, speech_ids: torch.Tensor | None, text_ids: torch.Tensor | None = None,
+                    spelling_ids: torch.Tensor | None = None):  # fmt: skip
         """What the split inputs add to the speech branch's input (B, T, H); None without any."""
         out = None
         if self.speech_split_embed is not None and speech_ids is not None:
@@ -261,18 +277,24 @@ class SpeechLM(nn.Module):
             has = (text_ids != NONE)[..., None].to(self.speech_split_text.weight.dtype)
             t = self.speech_split_text(self.text_embed(text_ids.clamp(min=0)) * has)
             out = t if out is None else out + t
+        if self.speech_split_spelling is not None and spelling_ids is not None:
+            t = self.speech_split_spelling(spelling_ids)
+            out = t if out is None else out + t
         return out
 
     def branches_from_hidden(
         self, hidden, attention_mask=None, position_ids=None, ctx=None, cache=None, text: bool = True,
         speech: bool = True, speech_ids: torch.Tensor | None = None, text_ids: torch.Tensor | None = None,
+        spelling_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Shared-layer output → (text branch hidden, speech branch hidden), each after its final norm (B, T, H),
         None for a branch not asked for; apply `text_head` / `speech_head` where logits are needed. `speech_ids`,
-        `text_ids`: the positions' ids, for the split inputs (models with `split_embed` / `split_text`)."""
+        `text_ids`, `spelling_ids`: the positions' ids, for the split inputs (models with `split_embed` /
+        `split_text` / `split_spelling`; spelling ids from `SpeechLMProcessor.spelling_ids`)."""
         if speech and ((self.speech_split_embed is not None and speech_ids is None)
-                       or (self.speech_split_text is not None and text_ids is None)):  # fmt: skip
-            raise VivavoceError("this model's speech branch reads the ids too (split_embed/split_text): pass them")
+                       or (self.speech_split_text is not None and text_ids is None)
+                       or (self.speech_split_spelling is not None and spelling_ids is None)):  # fmt: skip
+            raise VivavoceError("this model's speech branch reads the ids too (split_embed/text/spelling): pass them")
         ctx = ctx or self.context(hidden, attention_mask, position_ids, None)
         outs = []
         branches = ((text, self.text_layers, self.text_norm), (speech, self.speech_layers, self.speech_norm))
@@ -281,7 +303,8 @@ class SpeechLM(nn.Module):
                 outs.append(None)
                 continue
             h = hidden
-            if layers is self.speech_layers and (extra := self.split_input(speech_ids, text_ids)) is not None:
+            if layers is self.speech_layers and (
+                extra := self.split_input(speech_ids, text_ids, spelling_ids)) is not None:  # fmt: skip
                 h = h + extra
             for layer in layers:
                 h = layer(h, cache=cache, use_cache=cache is not None, **ctx)
@@ -290,7 +313,7 @@ class SpeechLM(nn.Module):
 
     def forward(
         self, text_ids, speech_ids, attention_mask=None, position_ids=None, cache=None, use_cache: bool = False,
-        text: bool = True, speech: bool = True, logits_to_keep: int = 0,
+        text: bool = True, speech: bool = True, logits_to_keep: int = 0, spelling_ids: torch.Tensor | None = None,
     ) -> SpeechLMOutput:
         """Both branches over (B, T) id grids. `use_cache` starts a cache if none is given (a transformers
         DynamicCache; pass it back for the next step); `logits_to_keep` = n: logits of the last n positions only."""
@@ -303,7 +326,7 @@ class SpeechLM(nn.Module):
         for layer in self.shared_layers:
             x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
         th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids,
-                                           text_ids=text_ids)  # fmt: skip
+                                           text_ids=text_ids, spelling_ids=spelling_ids)  # fmt: skip
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         return SpeechLMOutput(
             text_logits=self.text_head(th[:, keep]) if th is not None else None,

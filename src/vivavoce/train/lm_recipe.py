@@ -103,13 +103,19 @@ class Rows:
     speech_targets: torch.Tensor
     position_ids: torch.Tensor
     examples: int
+    spelling_ids: torch.Tensor | None = None  # (N, T, WIDTH), for models with split_spelling (`with_spelling`)
 
     def __len__(self) -> int:
         return self.text_ids.shape[0]
 
     def take(self, idx) -> "Rows":
+        spelling = self.spelling_ids[idx] if self.spelling_ids is not None else None
         return Rows(self.text_ids[idx], self.speech_ids[idx], self.text_targets[idx], self.speech_targets[idx],
-                    self.position_ids[idx], 0)  # fmt: skip
+                    self.position_ids[idx], 0, spelling)  # fmt: skip
+
+    def with_spelling(self, processor) -> Rows:
+        self.spelling_ids = processor.spelling_ids(self.text_ids, self.speech_ids, self.position_ids)
+        return self
 
 
 def pack(grids, row_tokens: int, seed: int = 0) -> Rows:
@@ -203,6 +209,9 @@ class LMRecipe(Recipe):
         log(f"train {json.dumps(summarize(train_ex, rate))}\ndev {json.dumps(summarize(dev_ex, rate))}")
         self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed)
         self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed).take(slice(0, cfg.dev_rows))
+        if cfg.model.split_spelling:
+            self.train_rows.with_spelling(self.processor)
+            self.dev_rows.with_spelling(self.processor)
         log(f"packed {self.train_rows.examples} examples into {len(self.train_rows)} rows of {cfg.row_tokens}; "
             f"dev {len(self.dev_rows)} rows")  # fmt: skip
         self.replay = self.replay_dev = None
@@ -285,8 +294,10 @@ class LMRecipe(Recipe):
             hidden = self.model.shared_hidden(rows.text_ids.to(dev), rows.speech_ids.to(dev), position_ids=pos)
         else:
             hidden = hidden.to(dev, torch.float32)
+        spelling = rows.spelling_ids.to(dev) if rows.spelling_ids is not None else None
         th, sh = self.model.branches_from_hidden(hidden, position_ids=pos, text=want_text, speech=bool(smask.any()),
-                                                 speech_ids=rows.speech_ids.to(dev), text_ids=rows.text_ids.to(dev))
+                                                 speech_ids=rows.speech_ids.to(dev), text_ids=rows.text_ids.to(dev),
+                                                 spelling_ids=spelling)  # fmt: skip
         out: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=dev)
         if sh is not None:
@@ -423,6 +434,8 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
     out: dict[str, dict[str, float]] = {}
     for task in sorted({e.task for e in examples}):
         rows = pack([proc.encode(e.turns, mode=e.mode) for e in examples if e.task == task], row_tokens)
+        if config.split_spelling:
+            rows.with_spelling(proc)
         sums = {"speech": 0.0, "speech_acc": 0.0, "text": 0.0, "speech_n": 0, "text_n": 0}
         counts = torch.zeros(config.speech_vocab + 2)
         for i in range(len(rows)):
@@ -432,7 +445,7 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
                 sm, tm = r.speech_targets != IGNORE, r.text_targets != IGNORE
                 th, sh = model.branches_from_hidden(h, position_ids=r.position_ids, text=bool(tm.any()),
                                                     speech=bool(sm.any()), speech_ids=r.speech_ids,
-                                                    text_ids=r.text_ids)  # fmt: skip
+                                                    text_ids=r.text_ids, spelling_ids=r.spelling_ids)  # fmt: skip
                 if sh is not None:
                     logits = model.speech_head(sh[sm]).float()
                     n = int(sm.sum())

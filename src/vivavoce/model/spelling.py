@@ -1,0 +1,118 @@
+"""Spelling input of the speech branch: at each position of a text-guided spoken reply, the letters of the word
+being said and how many positions it has been said for.
+
+Why: the speech branch otherwise learns each BPE token's sound from its (frozen) embedding, one token at a time,
+so a word it has seen rarely or never comes out as babble. Letters sound alike across words; given them at every
+position, the branch can learn spelling → sound once for all words, as a TTS encoder does.
+
+What the branch gets, from the grid alone (so a generator can track it one position at a time): in the aligned
+guided layout (`processor.py`) each word's first text token sits `delay` positions before the code where its
+speech starts. At position p the word being said is the last word whose first token sits at or before p − delay;
+its letters are those of its tokens at positions up to its start + delay (all of them, for words of at most
+delay + 1 tokens), and its age is p − delay − its start. Ids: letter slot s of symbol c → 1 + s·N + c (0: none),
+then the age + 1 (0: no word), one row of `SLOTS + 1` per position.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vivavoce.model.speechlm import NONE
+
+SYMBOLS = "abcdefghijklmnopqrstuvwxyz0123456789',.?!;:-"
+SLOTS = 16  # letters of a word that are seen (longer words: the first 16)
+AGES = 32  # ages 0..31 (older: 31)
+# The states at the split point have an RMS of ~19 (SmolLM2-135M, layer 26). A table that starts at zero moves by
+# about the learning rate a step under Adam, so unscaled it would stay a hundredth of them for thousands of steps:
+# its output is multiplied by this, which acts as a learning-rate multiplier for the table.
+SCALE = 16.0
+WIDTH = SLOTS + 1
+_INDEX = {c: i for i, c in enumerate(SYMBOLS)}
+
+
+def letters_of(piece: str) -> list[int]:
+    return [_INDEX[c] for c in piece.lower() if c in _INDEX]
+
+
+class SpellingTrack:
+    """Streaming state: push each position's (text id, speech id), get its spelling row (WIDTH ints). Turns are
+    told apart by <|im_start|>; a turn's body starts after the newline that ends its header."""
+
+    def __init__(self, token_letters: list[list[int]], word_start: list[bool], im_start: int, newline: int,
+                 ends: set[int], delay: int):  # fmt: skip
+        self.token_letters, self.word_start = token_letters, word_start
+        self.im_start, self.newline, self.ends, self.delay = im_start, newline, ends, delay
+        self.reset()
+
+    def reset(self) -> None:
+        self.pos = 0
+        self.in_header = False
+        self.words: list[tuple[int, list[int]]] = []  # (position of its first token, its letters)
+
+    def state(self) -> tuple:
+        """A copy of the state, to come back to (`load`) when a decoder rewinds."""
+        return self.pos, self.in_header, [(p, list(w)) for p, w in self.words]
+
+    def load(self, state: tuple) -> None:
+        self.pos, self.in_header, words = state
+        self.words = [(p, list(w)) for p, w in words]
+
+    def push(self, text_id: int, speech_id: int) -> list[int]:
+        p = self.pos
+        self.pos += 1
+        if text_id == self.im_start:
+            self.in_header, self.words = True, []
+        elif self.in_header:
+            self.in_header = text_id != self.newline
+        elif text_id != NONE and text_id not in self.ends:
+            letters = self.token_letters[text_id]
+            if self.word_start[text_id] or not self.words:
+                self.words.append((p, list(letters)))
+            elif p <= self.words[-1][0] + self.delay:
+                self.words[-1][1].extend(letters)
+        row = [0] * WIDTH
+        if speech_id == NONE:
+            return row
+        for start, letters in reversed(self.words):
+            if start <= p - self.delay:
+                n = len(SYMBOLS)
+                for s, c in enumerate(letters[:SLOTS]):
+                    row[s] = 1 + s * n + c
+                row[SLOTS] = 1 + min(p - self.delay - start, AGES - 1)
+                break
+        return row
+
+
+def spelling_ids(track: SpellingTrack, text_ids: torch.Tensor, speech_ids: torch.Tensor,
+                 position_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """(B, T) grids → (B, T, WIDTH) spelling ids. A packed row holds several examples: where `position_ids`
+    restart at 0 the track restarts too."""
+    B, T = text_ids.shape
+    out = torch.zeros(B, T, WIDTH, dtype=torch.long)
+    tx, sp = text_ids.tolist(), speech_ids.tolist()
+    pos = position_ids.tolist() if position_ids is not None else None
+    for b in range(B):
+        track.reset()
+        rows = []
+        for t in range(T):
+            if pos is not None and pos[b][t] == 0 and t:
+                track.reset()
+            rows.append(track.push(tx[b][t], sp[b][t]))
+        out[b] = torch.tensor(rows)
+    return out
+
+
+class SpellingEmbedding(nn.Module):
+    """Spelling ids (…, WIDTH) → (…, H): the sum of per-slot letter embeddings and an age embedding. Zero at the
+    start, so a model gains it without changing what it computes."""
+
+    def __init__(self, hidden_size: int, dtype=None):
+        super().__init__()
+        self.letters = nn.Embedding(1 + SLOTS * len(SYMBOLS), hidden_size, padding_idx=0, dtype=dtype)
+        self.age = nn.Embedding(1 + AGES, hidden_size, padding_idx=0, dtype=dtype)
+        nn.init.zeros_(self.letters.weight)
+        nn.init.zeros_(self.age.weight)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return SCALE * (self.letters(ids[..., :SLOTS]).sum(-2) + self.age(ids[..., SLOTS]))
