@@ -55,10 +55,16 @@ train decoder --config configs/codec/decoder-lite-v4.yaml
 # clips. Tried beside it, not shipped (docs/codec.md): v6 (v4 + the loss) and the vocoder on decoder mels
 train decoder --config configs/codec/decoder-lite-v5.yaml
 train decoder --config configs/codec/decoder-lite-v7.yaml
+# round 6: decoder v8 = v7 fine-tuned with joe saying the frozen LLM's answers (new text; the speech LM's data:
+# `python -m vivavoce.train.lm_data render --answers ...`, docs/speechlm-training.md), 150 of them held out
+ANSWERS=${ANSWERS:-corpus/answers-align}
+$PY -m vivavoce.train.codec_data merge cache/codec-mix-v8.jsonl cache/codec-mix-v4.jsonl \
+    "$ANSWERS"/manifests/train-align-answers.jsonl --exclude-ids configs/codec/heldout-answers-r8.txt
+train decoder --config configs/codec/decoder-lite-v8.yaml
 
 dest=src/vivavoce/checkpoints/codec-lite-16k
 cp runs/codec/tokenizer-v3/model.safetensors $dest/tokenizer.safetensors
-cp runs/codec/decoder-v7/model.safetensors $dest/decoder.safetensors
+cp runs/codec/decoder-v8/model.safetensors $dest/decoder.safetensors
 cp runs/codec/vocoder-v2/model.safetensors $dest/vocoder.safetensors
 mkdir -p src/vivavoce/checkpoints/codec-hq-48k
 cp runs/codec/vocoder-hq48k/model.safetensors src/vivavoce/checkpoints/codec-hq-48k/vocoder.safetensors

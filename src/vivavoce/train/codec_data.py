@@ -107,12 +107,14 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return out[:n]
 
 
-def merge(out: str | Path, manifests: list[str], max_rows: int = 0, seed: int = 0) -> int:
+def merge(out: str | Path, manifests: list[str], max_rows: int = 0, seed: int = 0,
+          exclude_ids: set[str] = frozenset()) -> int:  # fmt: skip
     """One training manifest from several (this script's and the corpus's), audio paths made absolute so the
-    result can live anywhere; `max_rows` keeps a random share of each input so one voice does not dominate."""
+    result can live anywhere; `max_rows` keeps a random share of each input so one voice does not dominate;
+    rows whose id is in `exclude_ids` (a held-out set) are left out."""
     rows = []
     for m in manifests:
-        part = read_manifest(m)
+        part = [r for r in read_manifest(m) if r["id"] not in exclude_ids]
         if max_rows and len(part) > max_rows:
             part = random.Random(seed).sample(part, max_rows)
         for r in part:
@@ -132,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         m.add_argument("out")
         m.add_argument("manifests", nargs="+")
         m.add_argument("--max-rows", type=int, default=0, help="at most this many rows from each manifest (0 = all)")
+        m.add_argument("--exclude-ids", help="a file of utterance ids (one a line) to leave out: a held-out set")
         a = m.parse_args(argv[1:])
-        return merge(a.out, a.manifests, a.max_rows)
+        held = set(Path(a.exclude_ids).read_text().split()) if a.exclude_ids else set()
+        return merge(a.out, a.manifests, a.max_rows, exclude_ids=held)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="cache/codec-data")
     p.add_argument("--per-voice", type=int, default=40, help="training utterances per voice setting")
