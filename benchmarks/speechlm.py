@@ -49,14 +49,16 @@ def test_questions(corpus: Path, split: str) -> list[dict]:
             for r in rows if r["turn"] == "user" and r["dialogue"] in answers]  # fmt: skip
 
 
-def load(engine: str, checkpoint: str | None):
+def load(engine: str, checkpoint: str | None, seed: int | None = None):
     if engine == "cascade":
         from vivavoce.engine.registry import load_engine
 
         return load_engine("cascade"), None
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
+    from vivavoce.model.generate import GenerationConfig
 
-    return SpeechLMEngine(SpeechLMEngineConfig(checkpoint=checkpoint, mode=engine)), engine
+    generation = GenerationConfig(seed=seed)  # a seed: each answer is sampled the same way in every run
+    return SpeechLMEngine(SpeechLMEngineConfig(checkpoint=checkpoint, mode=engine, generation=generation)), engine
 
 
 def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dict]:
@@ -138,6 +140,8 @@ def main() -> None:
     ap.add_argument("--reading", action="store_true", help="also: the speech branch reads the reference answers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="sample every answer from this seed, so that runs differ only by the model or codec (A/B)")
     ap.add_argument("--json", default="reports/bench-speechlm.json")
     args = ap.parse_args()
 
@@ -151,7 +155,7 @@ def main() -> None:
     results, all_items = {}, []
     for name in args.engines:
         t0 = time.perf_counter()
-        engine, mode = load(name, args.checkpoint)
+        engine, mode = load(name, args.checkpoint, args.seed)
         load_s = time.perf_counter() - t0
         torch.set_num_threads(args.threads)  # some loaders reset it
         items, summary = run_engine(name, engine, mode, questions, evaluator)
