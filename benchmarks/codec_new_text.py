@@ -1,7 +1,8 @@
-"""Does the codec keep the words of speech it was not built around? For corpus utterances (manifests with
-`audio_16k` and espeak `phonemes`): Whisper WER of the recording itself, of the codec's resynthesis (encode →
-decode, the recording's own voice as reference), and the phone error rate of the tokenizer's CTC head reading the
-codes alone (greedy, against the manifest's phonemes), per manifest.
+"""Does the codec keep the words of speech it was not built around? For the utterances of manifests (the corpus's
+or the codec trainers', `train.features.read_manifest`: audio, text, espeak phonemes): Whisper WER of the
+recording itself, of the codec's resynthesis (encode → decode, the recording's own voice as reference), and the
+phone error rate of the tokenizer's CTC head reading the codes alone (greedy, against the manifest's phonemes), per
+manifest.
 
 Round 8 of docs/speechlm-training.md ran it on joe reading the LLM's answers against joe reading the alignment
 questions: the speech LM can say no more than the codes it writes keep.
@@ -36,18 +37,19 @@ def main() -> None:
     from vivavoce.codec.phonemes import ctc_greedy, encode_phonemes
     from vivavoce.eval import intelligibility
     from vivavoce.eval.report import Evaluator
+    from vivavoce.train.features import read_manifest
 
     codec = Codec.load(args.codec)
     tok = codec.tokenizer
     evaluator = Evaluator(sphinx=False)
     results = {}
     for manifest in args.manifests:
-        rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("audio_16k") and r.get("phonemes")]
+        rows = read_manifest(manifest)  # corpus or codec manifests; every row has audio (16 kHz), text, phonemes
         rows = random.Random(0).sample(rows, min(args.limit, len(rows)))
-        refs, original, resynth, phones, heard = [], [], [], [], []
+        refs, original, resynth, phones, heard, seconds = [], [], [], [], [], 0.0
         for r in rows:
-            audio = read_audio(Path(manifest).parent.parent / r["audio_16k"], 16000)  # absolute paths stay as they are
+            audio = read_audio(r["audio"], 16000)
+            seconds += audio.size / 16000
             ids = codec.encode(audio)
             back = codec.decode(ids, audio)  # = codec.resynth(audio), keeping the ids for the CTC head
             refs.append(r["text"])
@@ -59,7 +61,7 @@ def main() -> None:
             phones.append(" ".join(map(str, encode_phonemes(r["phonemes"]))))
             heard.append(" ".join(map(str, greedy)))
         name = Path(manifest).parent.parent.name + "/" + Path(manifest).stem
-        results[name] = {"items": len(rows), "seconds": round(sum(r["duration"] for r in rows), 1),
+        results[name] = {"items": len(rows), "seconds": round(seconds, 1),
                          "wer_original": intelligibility.corpus_wer(refs, original),
                          "wer_resynthesis": intelligibility.corpus_wer(refs, resynth),
                          "ctc_phone_error_rate": float(jiwer.wer(phones, heard))}  # fmt: skip
