@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -319,19 +320,24 @@ class SpeechLMProcessor:
 
     # ---- the speech branch's spelling input (`model/spelling.py`) ------------------------------------------------
 
+    @cached_property
+    def _token_spelling(self) -> tuple[list[list[int]], list[bool]]:
+        """Per vocabulary token: its letters (spelling symbols) and whether it begins a word."""
+        from vivavoce.model.spelling import letters_of
+
+        # Byte-level BPE: a token that begins a word begins with a (mapped) space, newline or tab byte.
+        pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        return [letters_of(p or "") for p in pieces], [bool(p) and p[0] in "ĠĊĉ" for p in pieces]
+
     def spelling_track(self):
         """A fresh streaming spelling tracker for this layout (aligned guided replies; the word lead is the delay)."""
-        from vivavoce.model.spelling import SpellingTrack, letters_of
+        from vivavoce.model.spelling import SpellingTrack
 
         if self.config.guided_layout != "aligned":
             raise VivavoceError("the spelling input follows the aligned guided layout; this layout is lead")
-        if getattr(self, "_token_letters", None) is None:
-            # Byte-level BPE: a token that begins a word begins with a (mapped) space, newline or tab byte.
-            pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-            self._word_start = [bool(p) and p[0] in "ĠĊĉ" for p in pieces]
-            self._token_letters = [letters_of(p or "") for p in pieces]
-        return SpellingTrack(self._token_letters, self._word_start, self.im_start, self.newline[0],
-                             {self.im_end, *self.stop_ids}, self.config.guided_delay)  # fmt: skip
+        letters, word_start = self._token_spelling
+        return SpellingTrack(letters, word_start, self.im_start, self.newline[0], {self.im_end, *self.stop_ids},
+                             self.config.guided_delay)  # fmt: skip
 
     def spelling_ids(self, text_ids: torch.Tensor, speech_ids: torch.Tensor,
                      position_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
