@@ -11,7 +11,7 @@ the true past, so no error compounds; and the WER of the recording's own codes d
 Round 7 found free reading intelligible only where teacher-forced accuracy reaches ~0.45.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_reading.py --tokens cache/lm/tokens.jsonl \
-        [--checkpoint CKPT] [--train 6] [--held-out 4] [--held-out-from TOKENS] [--temperature 0.8] \
+        [--checkpoint CKPT] [--codec DIR] [--train 6] [--held-out 4] [--held-out-from TOKENS] [--temperature 0.8] \
         [--json reports/reading.json]
 """
 
@@ -27,6 +27,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--checkpoint", default=None, help="speech LM checkpoint (default: the shipped one)")
+    ap.add_argument("--codec", default=None, help="codec checkpoint folder the tokens and the LM are of "
+                    "(default: the shipped lite-16k)")
     ap.add_argument("--train", type=int, default=6, help="training sentences to read")
     ap.add_argument("--held-out", type=int, default=4, help="dev/test assistant answers to read")
     ap.add_argument("--held-out-from", default=None,
@@ -56,7 +58,7 @@ def main() -> None:
                 and r["text"] not in seen]  # fmt: skip
         held = random.Random(0).sample(more, min(args.held_out, len(more))) + held
     groups = {"train": random.Random(0).sample(train, min(args.train, len(train))), "held_out": held[: args.held_out]}
-    engine = SpeechLMEngine(SpeechLMEngineConfig(checkpoint=args.checkpoint))
+    engine = SpeechLMEngine(SpeechLMEngineConfig(checkpoint=args.checkpoint, codec=args.codec))
     torch.set_num_threads(args.threads)
     evaluator = Evaluator(sphinx=False)
     results = {}

@@ -418,6 +418,35 @@ def test_tokenizer_warm_start_to_a_higher_token_rate(tmp_path, speech):
     assert ids.shape[1] == len(speech) // 640
 
 
+def test_tokenizer_warm_start_to_a_deeper_tokenizer(tmp_path, speech):
+    """Extra blocks go on top with zero residual outputs: the deeper tokenizer starts out giving the old codes
+    exactly, and a training step moves the new blocks (their zeroed outputs get a gradient)."""
+    import random
+
+    from vivavoce.train.codec_recipes import TokenizerRecipe, TokenizerTrainConfig
+    from vivavoce.train.loop import LoopConfig, warm_start
+
+    _tiny_run(tmp_path)
+    small = dict(dim=32, heads=2, conv_dim=16, fsq_levels=[4, 4, 4], frame_norm=True, token_rate=25, ctc_upsample=2)
+    torch.manual_seed(0)
+    old = Tokenizer(TokenizerConfig(layers=1, **small)).eval()
+    save_model(tmp_path / "old.safetensors", old, "tokenizer")
+    loop = LoopConfig(manifest=str(tmp_path / "train.jsonl"), cache_dir=str(tmp_path / "cache"), batch_size=2)
+    recipe = TokenizerRecipe(TokenizerTrainConfig(loop=loop, model=TokenizerConfig(layers=3, **small)))
+    warm_start(recipe, tmp_path / "old.safetensors")
+    new = recipe.model.eval()
+    assert torch.equal(new.blocks[2].out.weight, torch.zeros(32, 32))
+    assert not torch.equal(new.blocks[2].qkv.weight, torch.zeros(96, 32))  # only the residual outputs start at zero
+    mel = log_mel(speech)[None]
+    with torch.no_grad():
+        assert torch.equal(new.encode(mel)[2], old.encode(mel)[2])
+        z_old, z_new = old.encode(mel)[0], new.encode(mel)[0]
+    assert torch.allclose(z_old, z_new, atol=1e-5)
+    new.train()
+    recipe.step_losses(random.Random(0))["loss"].backward()
+    assert new.blocks[2].out.weight.grad.abs().sum() > 0
+
+
 def test_decoder_retoken_loss_and_vocoder_on_decoder_mels(tmp_path):
     """The re-tokenisation term reads a decoded mel with the frozen tokenizer: the recording's own mel reads back
     as its tokens exactly (so the target is the right code), a fresh decoder's mel does not, and the log averages

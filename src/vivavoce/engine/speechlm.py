@@ -36,6 +36,7 @@ def default_checkpoint() -> Path:
 @dataclass
 class SpeechLMEngineConfig:
     checkpoint: str | None = None  # default: the shipped src/vivavoce/checkpoints/speechlm/speechlm.safetensors
+    codec: str | None = None  # codec checkpoint folder whose tokens the LM was trained on (default: the shipped one)
     mode: str = "guided"  # true | guided; ResponseOptions.mode overrides per answer
     decode: str = "int8"  # lean decoder storage: float32 | bfloat16 | int8; "reference" = the model + HF cache
     max_len: int = 2048
@@ -68,7 +69,7 @@ class SpeechLMEngine:
         meta = checkpoint_metadata(path)
         from vivavoce.codec import Codec
 
-        self.codec = Codec.load()
+        self.codec = Codec.load(config.codec)
         check_codec(meta, self.codec.tokenizer_fingerprint, path)
         self.sample_rate = self.codec.sample_rate
         self.model = SpeechLM.load(path, load_backbone(config.backbone))

@@ -113,6 +113,14 @@ class TokenizerRecipe(Recipe):
             k = ctc.shape[0] // (up * vocab)
             tensors["ctc_out.weight"] = ctc.view(-1, vocab, d)[::k].reshape(-1, d)
             tensors["ctc_out.bias"] = ctc_b.view(-1, vocab)[::k].reshape(-1)
+        # A deeper tokenizer from a shallower one: the extra blocks go on top with their residual branches' output
+        # projections at zero, so the warm-started model computes exactly the old codes and grows from there.
+        old_layers = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
+        for i in range(old_layers if old_layers else len(self.model.blocks), len(self.model.blocks)):
+            block = self.model.blocks[i]
+            for name, p in block.named_parameters():
+                zero = name.startswith(("out.", "mlp.2."))
+                tensors[f"blocks.{i}.{name}"] = torch.zeros_like(p) if zero else p.detach().clone()
         return tensors
 
     def step_losses(self, rng):
