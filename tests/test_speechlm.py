@@ -501,6 +501,31 @@ def test_engine_without_checkpoint_is_one_line_error(tmp_path):
     assert "no trained speech LM checkpoint" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_engine_speaks_through_the_codec_its_tokens_are_of(model, tmp_path):
+    """A speech LM trained over another codec's tokens runs with that codec folder (`codec=`); the shipped codec
+    refuses it with one line."""
+    import shutil
+
+    from vivavoce.codec.checkpoint import load_model, save_model
+    from vivavoce.codec.codec import default_checkpoint_dir, tokenizer_fingerprint
+    from vivavoce.codec.tokenizer import Tokenizer, TokenizerConfig
+    from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
+
+    other = tmp_path / "codec"
+    shutil.copytree(default_checkpoint_dir(), other)
+    tok = load_model(other / "tokenizer.safetensors", Tokenizer, TokenizerConfig, "tokenizer")
+    with torch.no_grad():
+        tok.to_fsq.bias.add_(0.5)  # another tokenizer: other codes, another fingerprint
+    save_model(other / "tokenizer.safetensors", tok, "tokenizer")
+    path = tmp_path / "speechlm.safetensors"
+    model.save_trainable(path, dtype=torch.bfloat16, extra={"codec_tokenizer": tokenizer_fingerprint(tok)})
+    with pytest.raises(VivavoceError, match="retrain the speech LM") as e:
+        SpeechLMEngine(SpeechLMEngineConfig(checkpoint=str(path)))
+    assert "\n" not in str(e.value)
+    engine = SpeechLMEngine(SpeechLMEngineConfig(checkpoint=str(path), codec=str(other)))
+    assert engine.codec.tokenizer_fingerprint == tokenizer_fingerprint(tok)
+
+
 def test_engine_streams_audio_with_a_random_checkpoint(model, question_16k, tmp_path):
     from vivavoce.codec import Codec
     from vivavoce.engine import AudioChunk, ResponseOptions, TextDelta, collect
