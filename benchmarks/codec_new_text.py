@@ -1,8 +1,9 @@
 """Does the codec keep the words of speech it was not built around? For the utterances of manifests (the corpus's
 or the codec trainers', `train.features.read_manifest`: audio, text, espeak phonemes): Whisper WER of the
 recording itself, of the codec's resynthesis (encode → decode, the recording's own voice as reference), and the
-phone error rate of the tokenizer's CTC head reading the codes alone (greedy, against the manifest's phonemes), per
-manifest.
+phone error rate of the tokenizer's CTC head reading the codes alone (greedy, against the manifest's phonemes) and
+its CTC loss in nats a phone, per manifest. Compare tokenizers on the loss: a better-trained head grows more
+blank-heavy under uncertainty, and its greedy reading drops phones its loss still scores (codec round 7).
 
 Round 8 of docs/speechlm-training.md ran it on joe reading the LLM's answers against joe reading the alignment
 questions: the speech LM can say no more than the codes it writes keep.
@@ -30,6 +31,7 @@ def main() -> None:
 
     import jiwer
     import torch
+    import torch.nn.functional as F
 
     torch.set_num_threads(1)
     from vivavoce.audio.io import read_audio
@@ -47,6 +49,7 @@ def main() -> None:
         rows = read_manifest(manifest)  # corpus or codec manifests; every row has audio (16 kHz), text, phonemes
         rows = random.Random(0).sample(rows, min(args.limit, len(rows)))
         refs, original, resynth, phones, heard, seconds = [], [], [], [], [], 0.0
+        ctc_nats, n_phones = 0.0, 0
         for r in rows:
             audio = read_audio(r["audio"], 16000)
             seconds += audio.size / 16000
@@ -57,14 +60,20 @@ def main() -> None:
             resynth.append(evaluator.score("resynthesis", back, codec.sample_rate, reference=r["text"]).transcript)
             with torch.no_grad():
                 codes = tok.fsq.codes(torch.as_tensor(ids, dtype=torch.long)[None])
-                greedy = ctc_greedy(tok.ctc_logits(codes.float())[0].argmax(-1).tolist())
-            phones.append(" ".join(map(str, encode_phonemes(r["phonemes"]))))
+                logp = tok.ctc_logits(codes.float())
+                greedy = ctc_greedy(logp[0].argmax(-1).tolist())
+                target = encode_phonemes(r["phonemes"])
+                ctc_nats += F.ctc_loss(logp.transpose(0, 1), torch.tensor(target), torch.tensor([logp.shape[1]]),
+                                       torch.tensor([len(target)]), reduction="sum", zero_infinity=True).item()
+                n_phones += len(target)
+            phones.append(" ".join(map(str, target)))
             heard.append(" ".join(map(str, greedy)))
         name = Path(manifest).parent.parent.name + "/" + Path(manifest).stem
         results[name] = {"items": len(rows), "seconds": round(seconds, 1),
                          "wer_original": intelligibility.corpus_wer(refs, original),
                          "wer_resynthesis": intelligibility.corpus_wer(refs, resynth),
-                         "ctc_phone_error_rate": float(jiwer.wer(phones, heard))}  # fmt: skip
+                         "ctc_phone_error_rate": float(jiwer.wer(phones, heard)),
+                         "ctc_nats_per_phone": ctc_nats / max(n_phones, 1)}  # fmt: skip
         print(name, json.dumps(results[name]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

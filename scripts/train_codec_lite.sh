@@ -61,6 +61,16 @@ ANSWERS=${ANSWERS:-corpus/answers-align}
 $PY -m vivavoce.train.codec_data merge cache/codec-mix-v8.jsonl cache/codec-mix-v4.jsonl \
     "$ANSWERS"/manifests/train-align-answers.jsonl --exclude-ids configs/codec/heldout-answers-r8.txt
 train decoder --config configs/codec/decoder-lite-v8.yaml
+# round 7 (a candidate, not copied below: the speech LM must first be retrained on its codes): tokenizer v9 = v3
+# fine-tuned on v8's clips plus joe saying sampled answers (SAMPLED: a manifest of `lm_data render --answers` over
+# `lm_data answers --samples 2`; round 7 took its first 2,900 rows), then decoder v9 onto its codes. v10 (v3 twice
+# as deep) was tried beside it and dropped (docs/codec.md)
+if [ -n "${SAMPLED:-}" ]; then
+    $PY -m vivavoce.train.codec_data merge cache/codec-mix-v9.jsonl cache/codec-mix-v8.jsonl "$SAMPLED" \
+        --exclude-ids configs/codec/heldout-answers-r9.txt
+    train tokenizer --config configs/codec/tokenizer-lite-v9.yaml
+    train decoder --config configs/codec/decoder-lite-v9.yaml
+fi
 
 dest=src/vivavoce/checkpoints/codec-lite-16k
 cp runs/codec/tokenizer-v3/model.safetensors $dest/tokenizer.safetensors
