@@ -374,7 +374,7 @@ class VocoderRecipe(Recipe):
         mels, wavs = [], []
         for _ in range(self.cfg.loop.batch_size):
             i = rng.randrange(len(self.items))
-            it, mel = self.items[i], self.items[i].mel
+            mel = self.items[i].mel
             if self.decoded is not None and self.decoded[i].shape[1] > T and rng.random() < self.cfg.decoder_mel_share:
                 mel = self.decoded[i]  # float16: only the window is converted
             start = rng.randrange(0, mel.shape[1] - T)
