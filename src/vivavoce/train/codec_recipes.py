@@ -114,13 +114,13 @@ class TokenizerRecipe(Recipe):
             tensors["ctc_out.weight"] = ctc.view(-1, vocab, d)[::k].reshape(-1, d)
             tensors["ctc_out.bias"] = ctc_b.view(-1, vocab)[::k].reshape(-1)
         # A deeper tokenizer from a shallower one: the extra blocks go on top with their residual branches' output
-        # projections at zero, so the warm-started model computes exactly the old codes and grows from there.
+        # projections at zero (the rest keeps its fresh init), so the model computes exactly the old codes and grows
+        # from there.
         old_layers = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
-        for i in range(old_layers if old_layers else len(self.model.blocks), len(self.model.blocks)):
-            block = self.model.blocks[i]
-            for name, p in block.named_parameters():
-                zero = name.startswith(("out.", "mlp.2."))
-                tensors[f"blocks.{i}.{name}"] = torch.zeros_like(p) if zero else p.detach().clone()
+        for i in range(old_layers, len(self.model.blocks)) if old_layers else ():
+            for name, p in self.model.blocks[i].named_parameters():
+                if name.startswith(("out.", "mlp.2.")):
+                    tensors[f"blocks.{i}.{name}"] = torch.zeros_like(p)
         return tensors
 
     def step_losses(self, rng):
