@@ -2,7 +2,8 @@
 # Stage 1 of the speech LM on one CUDA GPU (configs/lm/stage1-gpu.yaml), as run on a lent H100 (see
 # src/vivavoce/checkpoints/speechlm/TRAINED.md):
 #   TOKENS=cache/lm/tokens.jsonl [GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf] [MINUTES=6] scripts/gpu_train_lm.sh
-# First the frozen LLM answers every rendered question (s2t targets, $ANSWERS; through the corpus answer cache).
+# First the frozen LLM answers every rendered question (s2t targets, $ANSWERS; through the corpus answer cache),
+# unless $ANSWERS exists already (a carried answers file of an earlier round: the same targets, no LLM load).
 # The run goes to $RUN (default runs/lm/stage1-gpu). With $OUT set, the best and the last weights also go there in
 # bf16 parts of under 16 MiB (`scripts/checkpoint_parts.py merge` joins them), with the logs.
 set -euo pipefail
@@ -11,8 +12,11 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 RUN=${RUN:-runs/lm/stage1-gpu}
 ANSWERS=${ANSWERS:-$(dirname "${TOKENS:?set TOKENS to the token cache}")/answers.jsonl}
-$PY -m vivavoce.train.lm_data answers "$TOKENS" --out "$ANSWERS" --backbone "${GGUF:-smollm2}" \
-    --device "${DEVICE:-cuda}" --batch-size 256
+if [ ! -s "$ANSWERS" ]; then
+    $PY -m vivavoce.train.lm_data answers "$TOKENS" --out "$ANSWERS" --backbone "${GGUF:-smollm2}" \
+        --device "${DEVICE:-cuda}" --batch-size 256
+    fresh_answers=1
+fi
 cfg=$(mktemp --suffix .yaml)
 sed -e "s|^tokens: .*|tokens: $TOKENS|" -e "s|^answers: .*|answers: $ANSWERS|" \
     -e "s|^corpora: .*|corpora: []\nbackbone: ${GGUF:-smollm2}|" configs/lm/stage1-gpu.yaml > "$cfg"
@@ -20,5 +24,5 @@ $PY -m vivavoce.cli train lm --config "$cfg" --out "$RUN" --max-minutes "${MINUT
 if [ -n "${OUT:-}" ]; then
     for w in best model; do $PY scripts/checkpoint_parts.py split "$RUN/$w.safetensors" "$OUT"; done
     for f in log.csv eval.csv best.json; do cp "$RUN/$f" "$OUT/" 2>/dev/null || true; done
-    cp "$ANSWERS" "$OUT/answers.jsonl"
+    [ -z "${fresh_answers:-}" ] || cp "$ANSWERS" "$OUT/answers.jsonl"
 fi
