@@ -9,7 +9,7 @@ given whole, so this is all compute) and speech tokens per second (the codec's t
 answer audio, over the compute time of the whole answer, codec decoding included).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm.py --corpus corpus/small \
-        [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--threads 2] [--limit N] \
+        [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--codec DIR] [--threads 2] [--limit N] \
         [--engines true guided cascade] [--json reports/bench-speechlm.json]
 
 Time it alone on the machine.
@@ -49,7 +49,7 @@ def test_questions(corpus: Path, split: str) -> list[dict]:
             for r in rows if r["turn"] == "user" and r["dialogue"] in answers]  # fmt: skip
 
 
-def load(engine: str, checkpoint: str | None, seed: int | None = None):
+def load(engine: str, checkpoint: str | None, seed: int | None = None, codec: str | None = None):
     if engine == "cascade":
         from vivavoce.engine.registry import load_engine
 
@@ -58,7 +58,8 @@ def load(engine: str, checkpoint: str | None, seed: int | None = None):
     from vivavoce.model.generate import GenerationConfig
 
     generation = GenerationConfig(seed=seed)  # a seed: each answer is sampled the same way in every run
-    return SpeechLMEngine(SpeechLMEngineConfig(checkpoint=checkpoint, mode=engine, generation=generation)), engine
+    config = SpeechLMEngineConfig(checkpoint=checkpoint, codec=codec, mode=engine, generation=generation)
+    return SpeechLMEngine(config), engine
 
 
 def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dict]:
@@ -136,6 +137,7 @@ def main() -> None:
     ap.add_argument("--corpus", default="corpus/small")
     ap.add_argument("--split", default="test", help="corpus split(s) of the questions, e.g. test or test,dev")
     ap.add_argument("--checkpoint", default=None, help="speech LM checkpoint (default: the shipped one)")
+    ap.add_argument("--codec", default=None, help="codec folder the checkpoint's tokens are of (default: the shipped one)")
     ap.add_argument("--engines", nargs="+", default=["true", "guided", "cascade"])
     ap.add_argument("--reading", action="store_true", help="also: the speech branch reads the reference answers")
     ap.add_argument("--threads", type=int, default=2)
@@ -155,7 +157,7 @@ def main() -> None:
     results, all_items = {}, []
     for name in args.engines:
         t0 = time.perf_counter()
-        engine, mode = load(name, args.checkpoint, args.seed)
+        engine, mode = load(name, args.checkpoint, args.seed, args.codec)
         load_s = time.perf_counter() - t0
         torch.set_num_threads(args.threads)  # some loaders reset it
         items, summary = run_engine(name, engine, mode, questions, evaluator)
@@ -182,7 +184,7 @@ def main() -> None:
         print(f"{name:<10}{cells}")
     env = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
            "corpus": str(args.corpus), "split": args.split, "questions": len(questions),
-           "checkpoint": args.checkpoint}  # fmt: skip
+           "checkpoint": args.checkpoint, "codec": args.codec}  # fmt: skip
     path = write_json(args.json, all_items, {"by_engine": results}, {"environment": env})
     print("report:", path)
     print(json.dumps(results, indent=1, default=float)[:4000])

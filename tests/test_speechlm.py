@@ -429,6 +429,26 @@ def test_generation_min_and_max_length(backbone, proc):
         list(session.respond(GenerationConfig(mode="loud")))
 
 
+def test_guided_speech_ends_a_set_tail_after_its_last_word(backbone, proc):
+    """A speech branch that never chooses end-of-speech stops `guided_tail_tokens` codes after the last word of
+    its text was due, not at max_speech_tokens (a round-10 checkpoint babbled on for 30 s past its text)."""
+    assert proc.config.guided_layout == "aligned"
+    m = SpeechLM(backbone, SpeechLMConfig(seed=3)).eval()
+    with torch.no_grad():
+        m.speech_head.weight[m.config.eos] = -1.0  # end-of-speech never (as in the test above)
+    text = "Paris is lovely in spring."
+    last = max(proc.aligned_positions(proc.text_ids(text)))
+    for tail, expect in ((7, last + 7), (0, 120)):
+        session = SpeechSession(m, proc, FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=512)),
+                                mode="tts")  # fmt: skip
+        session.push_text("Say something about Paris.")
+        cfg = GenerationConfig(mode="guided", seed=0, max_speech_tokens=120, guided_tail_tokens=tail)
+        speech = [t for k, t in session.respond(cfg, text=text) if k == "speech"]
+        assert len(speech) == expect and m.config.eos not in speech
+    with pytest.raises(VivavoceError, match="guided_tail_tokens"):
+        GenerationConfig(guided_tail_tokens=-1).check()
+
+
 def test_sampling_options():
     logits = torch.tensor([0.0, 5.0, 4.9, -3.0])
     g = torch.Generator().manual_seed(0)
