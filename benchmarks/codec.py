@@ -161,8 +161,7 @@ def main() -> None:
 
     with torch.inference_mode():
         for it, i in zip(items, ids):
-            codes = codec.tokenizer.fsq.codes(torch.from_numpy(i))[None]
-            hyp = ctc_greedy(codec.tokenizer.ctc_logits(codes)[0].argmax(-1))
+            hyp = ctc_greedy(codec.tokenizer.phone_log_probs(i)[0].argmax(-1))
             ref = encode_phonemes(it.phonemes)
             m = jiwer.process_words(" ".join(map(str, ref)), " ".join(map(str, hyp)) or "-")
             per_edits += m.substitutions + m.deletions + m.insertions

@@ -59,8 +59,7 @@ def main() -> None:
             original.append(evaluator.score("original", audio, 16000, reference=r["text"]).transcript)
             resynth.append(evaluator.score("resynthesis", back, codec.sample_rate, reference=r["text"]).transcript)
             with torch.no_grad():
-                codes = tok.fsq.codes(torch.as_tensor(ids, dtype=torch.long)[None])
-                logp = tok.ctc_logits(codes.float())
+                logp = tok.phone_log_probs(ids)
                 greedy = ctc_greedy(logp[0].argmax(-1).tolist())
                 target = encode_phonemes(r["phonemes"])
                 ctc_nats += F.ctc_loss(logp.transpose(0, 1), torch.tensor(target), torch.tensor([logp.shape[1]]),

@@ -61,7 +61,7 @@ ANSWERS=${ANSWERS:-corpus/answers-align}
 $PY -m vivavoce.train.codec_data merge cache/codec-mix-v8.jsonl cache/codec-mix-v4.jsonl \
     "$ANSWERS"/manifests/train-align-answers.jsonl --exclude-ids configs/codec/heldout-answers-r8.txt
 train decoder --config configs/codec/decoder-lite-v8.yaml
-# round 7 (a candidate, not copied below: the speech LM must first be retrained on its codes): tokenizer v9 = v3
+# round 7 (shipped with the speech LM of round 10, which was retrained on its codes): tokenizer v9 = v3
 # fine-tuned on v8's clips plus joe saying sampled answers (SAMPLED: a manifest of `lm_data render --answers` over
 # `lm_data answers --samples 2`; round 7 took its first 2,900 rows), then decoder v9 onto its codes. v10 (v3 twice
 # as deep) was tried beside it and dropped (docs/codec.md)
@@ -73,8 +73,10 @@ if [ -n "${SAMPLED:-}" ]; then
 fi
 
 dest=src/vivavoce/checkpoints/codec-lite-16k
-cp runs/codec/tokenizer-v3/model.safetensors $dest/tokenizer.safetensors
-cp runs/codec/decoder-v8/model.safetensors $dest/decoder.safetensors
+tok=tokenizer-v3 dec=decoder-v8  # rounds 3 and 6; with SAMPLED, round 7's (shipped)
+[ -z "${SAMPLED:-}" ] || { tok=tokenizer-v9; dec=decoder-v9; }
+cp runs/codec/$tok/model.safetensors $dest/tokenizer.safetensors
+cp runs/codec/$dec/model.safetensors $dest/decoder.safetensors
 cp runs/codec/vocoder-v2/model.safetensors $dest/vocoder.safetensors
 mkdir -p src/vivavoce/checkpoints/codec-hq-48k
 cp runs/codec/vocoder-hq48k/model.safetensors src/vivavoce/checkpoints/codec-hq-48k/vocoder.safetensors

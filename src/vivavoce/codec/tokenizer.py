@@ -196,3 +196,9 @@ class Tokenizer(nn.Module):
         x = self.ctc_blocks(self.ctc_in(codes).transpose(1, 2)).transpose(1, 2)
         B, n, _ = x.shape
         return self.ctc_out(x).view(B, n * self.cfg.ctc_upsample, -1).log_softmax(-1)
+
+    def phone_log_probs(self, ids) -> torch.Tensor:
+        """Token ids (n,) or (B, n), any int sequence -> the phone head's CTC log-probabilities (B, n * ctc_upsample,
+        vocab): what the tokens themselves say (forced alignment, phone error rate, CTC loss of a tokenizer)."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        return self.ctc_logits(self.fsq.codes(ids[None] if ids.dim() == 1 else ids).float())

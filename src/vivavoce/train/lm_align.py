@@ -79,9 +79,7 @@ def word_onsets(speech_ids: list[int], words: list[tuple[int, str]], n_text: int
     phones = [encode_phonemes(p) for p in ipa]
     if not all(phones):
         return None
-    fsq = codec_tokenizer.fsq
-    codes = fsq.codes(torch.tensor([speech_ids]))
-    log_probs = codec_tokenizer.ctc_logits(codes.float())[0].numpy()
+    log_probs = codec_tokenizer.phone_log_probs(speech_ids)[0].numpy()
     starts = ctc_viterbi_starts(log_probs, [p for ph in phones for p in ph])
     if starts is None:
         return None
