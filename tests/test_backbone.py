@@ -33,6 +33,25 @@ def test_cached_folder_loads_like_any_local_hf_folder(backbone, tmp_path):
         assert torch.equal(backbone.model(ids).logits, other.model(ids).logits)
 
 
+def test_gguf_cache_is_keyed_by_content_not_place(backbone, tmp_path):
+    """The same GGUF at another path (another venv, a CI clone) reuses the de-quantised copy; other bytes do not."""
+    import shutil
+
+    from vivavoce.model.backbone import _resolve_folder, gguf_key, smollm2_gguf
+
+    shipped = smollm2_gguf()
+    copy = tmp_path / "venv2" / shipped.name
+    copy.parent.mkdir()
+    shutil.copyfile(shipped, copy)
+    assert _resolve_folder(BackboneConfig(source=str(copy))) == _resolve_folder(BackboneConfig())
+    with copy.open("r+b") as f:  # one byte of the last tensor changed: another file
+        f.seek(-10, 2)
+        byte = f.read(1)
+        f.seek(-10, 2)
+        f.write(bytes([byte[0] ^ 1]))
+    assert gguf_key(copy) != gguf_key(shipped)
+
+
 def test_bad_sources_are_one_line_errors(tmp_path):
     with pytest.raises(VivavoceError, match="not a Hugging Face model folder"):
         load_backbone(BackboneConfig(source=str(tmp_path)))

@@ -114,12 +114,23 @@ def _resolve_folder(config: BackboneConfig) -> Path:
         if not (folder / "config.json").is_file():
             raise VivavoceError(f"{folder}: not a Hugging Face model folder (no config.json); give 'smollm2' or a path")
         return folder
-    stat = gguf.stat()
-    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    folder = cache_root(config.cache_dir) / "backbones" / f"{gguf.stem}-{key}"
+    folder = cache_root(config.cache_dir) / "backbones" / f"{gguf.stem}-{gguf_key(gguf)}"
     if not (folder / "config.json").is_file():
         _dequantise(gguf, folder)
     return folder
+
+
+def gguf_key(gguf: Path) -> str:
+    """A content key of a GGUF file: its size and its first and last MiB. The same file installed in two places
+    (two virtual environments, each clean clone of CI) shares one de-quantised copy (~0.5 GB), where a key on the
+    path made one per place; a changed file gets a new one."""
+    size = gguf.stat().st_size
+    h = hashlib.sha1(str(size).encode())
+    with gguf.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:12]
 
 
 def _quiet_transformers() -> None:
@@ -139,7 +150,7 @@ def _dequantise(gguf: Path, folder: Path) -> None:
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
     )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-    tmp = folder.with_name(folder.name + ".partial")
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # two first loads at once each write their own
     tmp.mkdir(parents=True, exist_ok=True)
     # save_pretrained refuses models loaded from GGUF; once de-quantised they are plain fp32 weights.
     if hasattr(model.config, "quantization_config"):
@@ -147,11 +158,14 @@ def _dequantise(gguf: Path, folder: Path) -> None:
     model.config.save_pretrained(tmp)
     save_model(model, str(tmp / "model.safetensors"))  # drops the tied lm_head copy; it is re-tied on load
     tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(folder)
-    tmp.rename(folder)  # a killed first load leaves only .partial, never a half cache
+    if folder.exists() and not (folder / "config.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tmp.rename(folder)  # a killed first load leaves only a .partial folder, never a half cache
+    except OSError:  # another process got there first with the same weights
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_folder(folder: Path, dtype: torch.dtype, source: str) -> Backbone:
