@@ -6,6 +6,7 @@
 # unless $ANSWERS exists already (a carried answers file of an earlier round: the same targets, no LLM load).
 # The run goes to $RUN (default runs/lm/stage1-gpu). With $OUT set, the best and the last weights also go there in
 # bf16 parts of under 16 MiB (`scripts/checkpoint_parts.py merge` joins them), with the logs.
+# On a lent device machine whose calls carry at most 64 MiB, `scripts/gpu_pack.sh` packs this run for two calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
