@@ -217,16 +217,16 @@ class SpeechSession:
         return None if tok in self.proc.stop_ids or len(texts) >= config.max_text_tokens else tok
 
     def _next_speech(self, config: GenerationConfig, sl, codes: list[int], gen, may_end: bool = True,
-                     must_end: bool = False) -> int:
+                     limit: int | None = None) -> int:
+        """The next code, or end-of-speech once `codes` reach max_speech_tokens (or a tighter `limit`)."""
         cfg = self.model.config
-        if must_end:
+        cap = config.max_speech_tokens if limit is None else min(limit, config.max_speech_tokens)
+        if len(codes) >= cap:
             return cfg.eos
         logits = penalise(sl, codes[-config.repetition_window :], config.repetition_penalty).clone()
         logits[cfg.sos] = float("-inf")
         if len(codes) < config.min_speech_tokens or not may_end:
             logits[cfg.eos] = float("-inf")
-        if len(codes) >= config.max_speech_tokens:
-            return cfg.eos
         return sample(logits, config.temperature, config.top_k, config.top_p, gen)
 
     def _close_reply(self, last_text: int) -> None:
@@ -287,9 +287,9 @@ class SpeechSession:
                 elif i == delay:
                     s = proc.sos
                 else:
-                    tail = config.guided_tail_tokens
-                    s = self._next_speech(config, sl, codes, gen, may_end=done and i > last_word,
-                                          must_end=done and tail > 0 and i > last_word + tail)
+                    tail = config.guided_tail_tokens  # codes up to the last word's onset, then this many
+                    limit = max(at, default=-1) + tail if done and tail > 0 else None
+                    s = self._next_speech(config, sl, codes, gen, may_end=done and i > last_word, limit=limit)
                     if s == proc.eos:
                         self._close_reply(t)
                         return
