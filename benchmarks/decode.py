@@ -6,6 +6,7 @@ Rows, all in one run and on the same thread count:
   - speech-token decode of the split speech LM (random-init speech parts: speed does not depend on training):
     "true" = shared layers + speech branch + speech head (text branch skipped, as the engine does for one turn);
     "both" = both branches per step plus the speech head; "guided" = both branches and both heads;
+    with `--adapter-rank R`, the same speech rows with speech-gated adapters of rank R on the shared layers;
   - llama.cpp (llama-cpp-python, built from source) on the same GGUF, its own decode timer.
 
     PYTHONPATH=src python benchmarks/decode.py [--threads 2] [--tokens 64] [--json reports/bench-decode.json]
@@ -123,12 +124,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated row prefixes to skip (hf,lean,speech,llama.cpp)")
+    ap.add_argument("--adapter-rank", type=int, default=0, help="also speech rows with adapters of this rank")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from vivavoce.model.backbone import load_backbone, smollm2_gguf
     from vivavoce.model.processor import SpeechLMProcessor
-    from vivavoce.model.speechlm import SpeechLM
+    from vivavoce.model.speechlm import SpeechLM, SpeechLMConfig
 
     skip = tuple(s for s in args.skip.split(",") if s)
     backbone = load_backbone()
@@ -155,6 +157,12 @@ def main() -> None:
         for variant in ("true", "both", "guided"):
             add(f"speech {variant} {dtype}",
                 lambda: timed(lean_speech(model, proc, dtype, variant), args.tokens, args.repeats))  # fmt: skip
+    if args.adapter_rank:
+        adapted = SpeechLM(backbone, SpeechLMConfig(speech_adapter_rank=args.adapter_rank)).eval()
+        for dtype in ("bfloat16", "int8"):
+            for variant in ("true", "guided"):
+                add(f"speech {variant} {dtype} adapters r{args.adapter_rank}",
+                    lambda: timed(lean_speech(adapted, proc, dtype, variant), args.tokens, args.repeats))  # fmt: skip
     for name, dtype in (("hf generate float32", torch.float32), ("hf generate bfloat16", torch.bfloat16)):
         add(name, lambda: hf_generate(backbone, ids, dtype)(args.tokens, args.repeats))
     if args.json:

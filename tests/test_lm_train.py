@@ -219,6 +219,30 @@ def test_stage2_trains_a_copy_of_the_shared_layers_with_text_replay(tokens, back
     assert "text_ppl" in recipe.eval_losses()
 
 
+def test_speech_adapters_learn_in_the_full_phase_and_hold_still_in_the_cached_one(tokens, backbone, tmp_path):
+    import random
+
+    from vivavoce.model.speechlm import SpeechLMConfig
+
+    before = _text_weights(backbone)
+    model = SpeechLMConfig(speech_adapter_rank=2)
+    recipe = LMRecipe(_cfg(tokens, tmp_path / "full", phase="full", model=model), backbone=backbone,
+                      log=lambda m: None)  # fmt: skip
+    up = recipe.model.speech_adapters[0].parts["q_proj"].up
+    opt = torch.optim.AdamW(recipe.parameters(), lr=1e-3)
+    out = recipe.step_losses(random.Random(0))
+    opt.zero_grad()
+    out["loss"].backward()
+    assert up.grad is not None and up.grad.abs().sum() > 0  # text targets reach the adapters through the speech
+    opt.step()
+    assert up.abs().sum() > 0
+    after = backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    cached = LMRecipe(_cfg(tokens, tmp_path / "cached", phase="cached", model=model), backbone=backbone,
+                      log=lambda m: None)  # fmt: skip
+    assert not any(p.requires_grad for p in cached.model.speech_adapters.parameters())
+
+
 def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     recipe = LMRecipe(_cfg(tokens, tmp_path / "rt", phase="full"), backbone=backbone, log=lambda m: None)
     with torch.no_grad():

@@ -486,6 +486,53 @@ def test_checkpoint_round_trip(backbone, model, tmp_path):
 
 
 
+def test_speech_adapters_act_at_speech_positions_only(backbone, model, proc, tmp_path):
+    """Speech-gated adapters on the shared layers: zero at the start (the model without them); once trained they
+    change what follows speech, never a text-only forward; the cached path, the fast decoder and a checkpoint
+    (also one started from a checkpoint without them) all agree; the backbone's own layers stay untouched."""
+    m = SpeechLM(backbone, replace(model.config, speech_adapter_rank=4)).eval()
+    ids = torch.tensor([backbone.chat_ids([{"role": "user", "content": QUESTION}])])
+    grid = proc.encode([ChatTurn("user", speech=codes(15))], "s2s", add_generation_prompt=True)
+    t, s = grid.tensors()
+    with torch.no_grad():
+        base = model(t, s)
+        assert torch.equal(m(t, s).text_logits, base.text_logits)  # up-projections start at zero
+        for a in m.speech_adapters:
+            for part in a.parts.values():
+                part.up.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        out = m(t, s)
+        text_only = m(ids, torch.full_like(ids, NONE))
+        h = m.shared_hidden(t, s)
+        th, sh = m.branches_from_hidden(h, speech_ids=s, text_ids=t)
+    assert torch.equal(text_only.text_logits, backbone.model(input_ids=ids).logits)
+    first = grid.speech_ids.index(next(c for c in grid.speech_ids if c != NONE))
+    assert torch.equal(out.text_logits[0, :first], base.text_logits[0, :first])  # before the speech: untouched
+    assert (out.text_logits[0, -1] - base.text_logits[0, -1]).abs().max() > 1e-2  # after it: re-mapped
+    assert torch.allclose(m.text_head(th), out.text_logits, atol=1e-4)
+    assert torch.allclose(m.speech_head(sh), out.speech_logits, atol=1e-4)
+    assert type(backbone.layers[0].self_attn.q_proj) is torch.nn.Linear  # the backbone itself is not adapted
+    assert m.shared_layers[0].self_attn.q_proj.weight is backbone.layers[0].self_attn.q_proj.weight
+    dec = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=128))
+    tl, sl = dec.step(grid.text_ids[:-3], grid.speech_ids[:-3])
+    for p in range(len(grid) - 3, len(grid)):
+        tl, sl = dec.step([grid.text_ids[p]], [grid.speech_ids[p]])
+    assert (tl - out.text_logits[0, -1]).abs().max() < 1e-3 * out.text_logits[0, -1].abs().max()
+    assert (sl - out.speech_logits[0, -1]).abs().max() < 1e-3 * out.speech_logits[0, -1].abs().max()
+    path = tmp_path / "adapters.safetensors"
+    m.save_trainable(path)
+    loaded = SpeechLM.load(path, backbone)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.speech_adapters.parameters(), m.speech_adapters.parameters()))
+    plain = tmp_path / "plain.safetensors"
+    model.save_trainable(plain)
+    grown = SpeechLM(backbone, replace(model.config, speech_adapter_rank=4))
+    with pytest.raises(VivavoceError, match="made for"):
+        grown.load_trainable(plain)
+    grown.load_trainable(plain, across_stages=True)
+    assert all(float(p.up.detach().abs().sum()) == 0 for a in grown.speech_adapters for p in a.parts.values())
+    with pytest.raises(VivavoceError, match="speech adapters"):
+        SpeechLM(backbone, replace(model.config, speech_adapter_rank=4, train_shared=True))
+
+
 def test_stage_1_checkpoint_starts_a_stage_2_model(backbone, model, tmp_path):
     """Stage 2 starts from stage 1's weights: the speech parts load, the shared layers' trainable copy keeps the
     backbone's weights; without `across_stages` the differing config is refused."""

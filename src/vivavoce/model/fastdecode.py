@@ -65,7 +65,7 @@ class _Layer:
     the query rows; q and k rows are reordered so that each rotary pair (j, j + head_dim/2) sits side by side and
     the rotation is one complex multiply (a permutation shared by q and k leaves every q.k unchanged)."""
 
-    def __init__(self, layer, cfg, dtype: str, max_len: int):
+    def __init__(self, layer, cfg, dtype: str, max_len: int, adapter=None):
         att, mlp = layer.self_attn, layer.mlp
         self.heads, self.kv_heads, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         H, KV, hd, hidden = self.heads, self.kv_heads, self.hd, cfg.hidden_size
@@ -83,10 +83,32 @@ class _Layer:
         self.inter = cfg.intermediate_size
         self.k = torch.zeros(KV, max_len, hd, dtype=self.act)
         self.v = torch.zeros_like(self.k)
+        self.lowrank = None
+        if adapter is not None:  # speech-gated low-rank updates, folded like the weights they add to (fp32)
+            p = {n: (m.down.detach().float(), m.up.detach().float()) for n, m in adapter.parts.items()}
+            up_q = p["q_proj"][1].view(H, hd, -1)[:, pairs].reshape(H * hd, -1) * hd**-0.5
+            up_k = p["k_proj"][1].view(KV, hd, -1)[:, pairs].reshape(KV * hd, -1)
+            self.lowrank = {
+                "qkv": (torch.cat([p[n][0] for n in ("q_proj", "k_proj", "v_proj")]) * gain1,
+                        torch.block_diag(up_q, up_k, p["v_proj"][1])),
+                "o": p["o_proj"],
+                "gate_up": (torch.cat([p["gate_proj"][0], p["up_proj"][0]]) * gain2,
+                            torch.block_diag(p["gate_proj"][1], p["up_proj"][1])),
+                "down": p["down_proj"],
+            }  # fmt: skip
 
-    def __call__(self, x, pos: int, rot, mask):
+    def _project(self, name: str, x, gate):
+        """The projection `name` of x, plus its low-rank update at the rows `gate` marks (T, 1) bool."""
+        y = getattr(self, name)(x)
+        if gate is None or self.lowrank is None:
+            return y
+        down, up = self.lowrank[name]
+        delta = ((x.float() @ down.t()) @ up.t()).to(y.dtype)
+        return y + torch.where(gate, delta, delta.new_zeros(()))
+
+    def __call__(self, x, pos: int, rot, mask, gate=None):
         T, H, KV, hd = x.shape[0], self.heads, self.kv_heads, self.hd
-        qkv = self.qkv(_normalize(x))
+        qkv = self._project("qkv", _normalize(x), gate)
         qk = torch.view_as_complex(qkv[:, : (H + KV) * hd].float().view(T, H + KV, hd // 2, 2)) * rot
         qk = torch.view_as_real(qk).to(self.act).view(T, H + KV, hd).transpose(0, 1)  # (H+KV, T, hd)
         self.k[:, pos : pos + T] = qk[H:]
@@ -99,9 +121,9 @@ class _Layer:
             a = F.scaled_dot_product_attention(qk[None, :H], k[None], v[None], attn_mask=mask, enable_gqa=True,
                                                scale=1.0)  # fmt: skip
             a = a[0].transpose(0, 1).reshape(T, H * hd)
-        x = x + self.o(a)
-        gu = self.gate_up(_normalize(x))
-        return x + self.down(F.silu(gu[:, : self.inter]) * gu[:, self.inter :])
+        x = x + self._project("o", a, gate)
+        gu = self._project("gate_up", _normalize(x), gate)
+        return x + self._project("down", F.silu(gu[:, : self.inter]) * gu[:, self.inter :], gate)
 
 
 def _normalize(x):
@@ -117,8 +139,9 @@ def _rms(x, weight, eps: float):
 
 
 class _Branch:
-    def __init__(self, layers, cfg, dtype, max_len, norm=None, head=None):
-        self.layers = [_Layer(layer, cfg, dtype, max_len) for layer in layers]
+    def __init__(self, layers, cfg, dtype, max_len, norm=None, head=None, adapters=None):
+        adapters = adapters if adapters is not None else [None] * len(layers)
+        self.layers = [_Layer(layer, cfg, dtype, max_len, a) for layer, a in zip(layers, adapters)]
         if norm is not None:
             self.norm, self.eps = norm.weight.detach().to(_activation_dtype(dtype)), norm.variance_epsilon
             self.head = _linear(head.weight, dtype)
@@ -126,9 +149,9 @@ class _Branch:
             # logits flipped near-ties such as "." vs <|im_end|>, bf16 logits (0.125 apart near 25) tie outright.
             self.exact = head.weight.detach() if dtype != "float32" else None
 
-    def hidden(self, x, pos, rot, mask):
+    def hidden(self, x, pos, rot, mask, gate=None):
         for layer in self.layers:
-            x = layer(x, pos, rot, mask)
+            x = layer(x, pos, rot, mask, gate)
         return x
 
     def logits(self, x):
@@ -145,7 +168,7 @@ class FastDecoder:
     last position's (text logits, speech logits) as 1-D fp32 tensors, None where not asked for."""
 
     def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config,
-                 split_embed=None, split_text=None, split_spelling=None):  # fmt: skip
+                 split_embed=None, split_text=None, split_spelling=None, adapters=None):  # fmt: skip
         if config.dtype not in DTYPES:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
@@ -156,7 +179,7 @@ class FastDecoder:
         self.split_embed = split_embed.weight.detach() if split_embed is not None else None
         self.split_text = split_text.weight.detach().t().contiguous() if split_text is not None else None
         self.split_spelling = split_spelling  # a small module (model/spelling.py), called as it is
-        self.shared = _Branch(shared, cfg, config.dtype, config.max_len)
+        self.shared = _Branch(shared, cfg, config.dtype, config.max_len, adapters=adapters)
         layers, norm, head = text_branch
         self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
         self.speech = None
@@ -185,6 +208,7 @@ class FastDecoder:
             (list(model.text_layers), model.text_norm, model.text_head),
             (list(model.speech_layers), model.speech_norm, model.speech_head), model.rotary,
             config or FastDecodeConfig(), model.speech_split_embed, model.speech_split_text, model.speech_split_spelling,
+            list(model.speech_adapters) if model.speech_adapters is not None else None,
         )
 
     def truncate(self, length: int) -> None:
@@ -243,7 +267,11 @@ class FastDecoder:
         mask = None
         if T > 1:  # a chunk attends to the whole past and causally within itself
             mask = torch.arange(pos + T).unsqueeze(0) <= torch.arange(pos, pos + T).unsqueeze(1)
-        h = self.shared.hidden(x, pos, rot, mask)
+        gate = None  # the shared layers' speech adapters act where a position holds a code
+        if speech_ids is not None:
+            has = torch.as_tensor(speech_ids, dtype=torch.long) >= 0
+            gate = has[:, None] if bool(has.any()) else None
+        h = self.shared.hidden(x, pos, rot, mask, gate)
         self.length = pos + T
         text_logits = speech_logits = None
         if want_text or (text_branch if text_branch is not None else True):

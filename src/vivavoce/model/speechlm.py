@@ -14,6 +14,9 @@ bit for bit. Speech ids: the codec's codes 0..speech_vocab-1, then SOS and EOS (
 Caching: one transformers DynamicCache holds every layer; the speech branch's copies use layer indices L..L+K-1
 so both branches decode incrementally from the same cache object. Run both branches at every step when decoding
 with a cache (skipping one leaves its cache layers behind).
+
+Optional speech-gated low-rank adapters on the shared layers (`model/adapters.py`) act only at positions holding a
+speech token, so the text-only guarantee above holds with them too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from torch import nn
 
 from vivavoce.errors import VivavoceError
+from vivavoce.model.adapters import LayerAdapter, SpeechGate, adapted_layer
 from vivavoce.model.backbone import Backbone
 
 NONE = -1  # "no token in this stream at this position" (zero embedding), in both streams
@@ -54,6 +58,10 @@ class SpeechLMConfig:
     # And the letters of the word being said, with its age in positions (`model/spelling.py`): spelling → sound
     # can then be learnt across words, not one BPE token at a time. Zero at the start.
     split_spelling: bool = False
+    # Speech-gated low-rank adapters on every shared layer (`model/adapters.py`), this rank (0: none). They act
+    # only at positions holding a speech token, so text-only input still runs the backbone bit for bit; they let
+    # the frozen shared layers re-map speech (understanding) without stage 2's full copy. Zero at the start.
+    speech_adapter_rank: int = 0
     seed: int = 0
 
     @property
@@ -101,7 +109,16 @@ class SpeechLM(nn.Module):
         self.rotary = backbone.rotary
         shared = list(backbone.layers[: L - K])
         if config.train_shared:
+            if config.speech_adapter_rank:
+                raise VivavoceError("speech adapters adapt frozen shared layers; stage 2 trains them outright: "
+                                    "set speech_adapter_rank: 0 or train_shared: false")
             shared = [copy.deepcopy(layer) for layer in shared]
+        self.speech_adapters, self._gate = None, SpeechGate()
+        if config.speech_adapter_rank:
+            g = torch.Generator().manual_seed(config.seed + 1)
+            self.speech_adapters = nn.ModuleList(
+                LayerAdapter(layer, config.speech_adapter_rank, backbone.dtype, g) for layer in shared)
+            shared = [adapted_layer(layer, a, self._gate) for layer, a in zip(shared, self.speech_adapters)]
         self.shared_layers = nn.ModuleList(shared)
         self.text_layers = nn.ModuleList(backbone.layers[L - K :])
         self.text_norm = backbone.norm
@@ -175,6 +192,8 @@ class SpeechLM(nn.Module):
             mods["speech_split_text"] = self.speech_split_text
         if self.speech_split_spelling is not None:
             mods["speech_split_spelling"] = self.speech_split_spelling
+        if self.speech_adapters is not None:
+            mods["speech_adapters"] = self.speech_adapters
         if self.config.train_shared:
             mods["shared_layers"] = self.shared_layers
         return mods
@@ -209,6 +228,9 @@ class SpeechLM(nn.Module):
                 if getattr(self.config, flag) and not getattr(config, flag):
                     config = replace(config, **{flag: True})
                     optional += (f"speech_{flag}.",)
+            if self.config.speech_adapter_rank and not config.speech_adapter_rank:
+                config = replace(config, speech_adapter_rank=self.config.speech_adapter_rank)
+                optional += ("speech_adapters.",)
         if config != self.config:
             raise VivavoceError(f"{path}: made for {config}, not this model's {self.config}")
         own = self.trainable_state_dict()
@@ -262,8 +284,18 @@ class SpeechLM(nn.Module):
         the ids: a trainer may cache it and train the speech branch with `branches_from_hidden`."""
         x = self.embed(text_ids, speech_ids)
         ctx = ctx or self.context(x, attention_mask, position_ids, cache)
-        for layer in self.shared_layers:
-            x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
+        return self._shared(x, speech_ids, ctx, cache)
+
+    def _shared(self, x, speech_ids, ctx, cache):
+        """The shared layers over input embeddings; the speech adapters (if any) act where `speech_ids` has a code."""
+        if self.speech_adapters is not None:
+            has = speech_ids != NONE
+            self._gate.mask = has[..., None] if bool(has.any()) else None
+        try:
+            for layer in self.shared_layers:
+                x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
+        finally:
+            self._gate.mask = None  # never left over for a later forward
         return x
 
     def split_input(self, speech_ids: torch.Tensor | None, text_ids: torch.Tensor | None = None,
@@ -323,8 +355,7 @@ class SpeechLM(nn.Module):
             cache = DynamicCache()
         x = self.embed(text_ids, speech_ids)
         ctx = self.context(x, attention_mask, position_ids, cache)
-        for layer in self.shared_layers:
-            x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
+        x = self._shared(x, speech_ids, ctx, cache)
         th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids,
                                            text_ids=text_ids, spelling_ids=spelling_ids)  # fmt: skip
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)

@@ -192,8 +192,10 @@ class LMRecipe(Recipe):
                 torch.arange(cfg.model.speech_vocab))  # fmt: skip
         elif cfg.warm_start != "init":
             raise VivavoceError(f"warm_start must be aligned|init, not {cfg.warm_start!r}")
-        if self.cached:
+        if self.cached:  # everything below the speech branch must be fixed for its states to be cached
             self.model.speech_embed.weight.requires_grad_(False)
+            if self.model.speech_adapters is not None:
+                self.model.speech_adapters.requires_grad_(False)
         self.processor = SpeechLMProcessor(backbone.tokenizer, cfg.model, cfg.processor)
         if cfg.processor.guided_layout == "aligned":
             self._fit_onset_rule([r for r in rows if r["split"] == "train"])
@@ -260,7 +262,10 @@ class LMRecipe(Recipe):
         from safetensors.torch import load_file, save_file
 
         h = hashlib.sha1()
-        for t in (rows.text_ids, rows.speech_ids, rows.position_ids, self.model.speech_embed.weight.detach()):
+        fixed = [self.model.speech_embed.weight.detach()]
+        if self.model.speech_adapters is not None:
+            fixed += [p.detach() for p in self.model.speech_adapters.parameters()]
+        for t in (rows.text_ids, rows.speech_ids, rows.position_ids, *fixed):
             h.update(t.contiguous().float().numpy().tobytes())
         h.update(f"{self.model.num_shared}".encode())
         path = Path(self.cfg.loop.out_dir) / f"hidden-{name}-{h.hexdigest()[:12]}.safetensors"
