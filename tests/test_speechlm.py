@@ -513,8 +513,8 @@ def test_speech_adapters_act_at_speech_positions_only(backbone, model, proc, tmp
     assert type(backbone.layers[0].self_attn.q_proj) is torch.nn.Linear  # the backbone itself is not adapted
     assert m.shared_layers[0].self_attn.q_proj.weight is backbone.layers[0].self_attn.q_proj.weight
     dec = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=128))
-    tl, sl = dec.step(grid.text_ids[:-3], grid.speech_ids[:-3])
-    for p in range(len(grid) - 3, len(grid)):
+    tl, sl = dec.step(grid.text_ids[: first + 5], grid.speech_ids[: first + 5])  # a chunk, text and speech
+    for p in range(first + 5, len(grid)):  # then one position a step: speech ones, then text ones
         tl, sl = dec.step([grid.text_ids[p]], [grid.speech_ids[p]])
     assert (tl - out.text_logits[0, -1]).abs().max() < 1e-3 * out.text_logits[0, -1].abs().max()
     assert (sl - out.speech_logits[0, -1]).abs().max() < 1e-3 * out.speech_logits[0, -1].abs().max()

@@ -75,36 +75,40 @@ class _Layer:
         k = att.k_proj.weight.detach().float().view(KV, hd, hidden)[:, pairs].reshape(KV * hd, hidden)
         gain1 = layer.input_layernorm.weight.detach().float() * hidden**0.5
         gain2 = layer.post_attention_layernorm.weight.detach().float() * hidden**0.5
-        self.qkv = _linear(torch.cat([q, k, att.v_proj.weight.detach().float()]) * gain1, dtype)
-        self.o = _linear(att.o_proj.weight, dtype)
-        self.gate_up = _linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().float() * gain2, dtype)
-        self.down = _linear(mlp.down_proj.weight, dtype)
+        weights = {
+            "qkv": torch.cat([q, k, att.v_proj.weight.detach().float()]) * gain1,
+            "o": att.o_proj.weight.detach().float(),
+            "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().float() * gain2,
+            "down": mlp.down_proj.weight.detach().float(),
+        }  # fmt: skip
+        self.proj = {name: _linear(w, dtype) for name, w in weights.items()}
+        self.proj_speech = None
+        if adapter is not None:
+            # Speech-gated low-rank updates merged into a second copy of the weights (folded the same way): a
+            # decode step of one speech position then costs what it costs without adapters.
+            p = {n: m.up.detach().float() @ m.down.detach().float() for n, m in adapter.parts.items()}
+            q = p["q_proj"].view(H, hd, hidden)[:, pairs].reshape(H * hd, hidden) * hd**-0.5
+            k = p["k_proj"].view(KV, hd, hidden)[:, pairs].reshape(KV * hd, hidden)
+            delta = {
+                "qkv": torch.cat([q, k, p["v_proj"]]) * gain1,
+                "o": p["o_proj"],
+                "gate_up": torch.cat([p["gate_proj"], p["up_proj"]]) * gain2,
+                "down": p["down_proj"],
+            }  # fmt: skip
+            self.proj_speech = {name: _linear(w + delta[name], dtype) for name, w in weights.items()}
         self.act = _activation_dtype(dtype)
         self.inter = cfg.intermediate_size
         self.k = torch.zeros(KV, max_len, hd, dtype=self.act)
         self.v = torch.zeros_like(self.k)
-        self.lowrank = None
-        if adapter is not None:  # speech-gated low-rank updates, folded like the weights they add to (fp32)
-            p = {n: (m.down.detach().float(), m.up.detach().float()) for n, m in adapter.parts.items()}
-            up_q = p["q_proj"][1].view(H, hd, -1)[:, pairs].reshape(H * hd, -1) * hd**-0.5
-            up_k = p["k_proj"][1].view(KV, hd, -1)[:, pairs].reshape(KV * hd, -1)
-            self.lowrank = {
-                "qkv": (torch.cat([p[n][0] for n in ("q_proj", "k_proj", "v_proj")]) * gain1,
-                        torch.block_diag(up_q, up_k, p["v_proj"][1])),
-                "o": p["o_proj"],
-                "gate_up": (torch.cat([p["gate_proj"][0], p["up_proj"][0]]) * gain2,
-                            torch.block_diag(p["gate_proj"][1], p["up_proj"][1])),
-                "down": p["down_proj"],
-            }  # fmt: skip
 
     def _project(self, name: str, x, gate):
-        """The projection `name` of x, plus its low-rank update at the rows `gate` marks (T, 1) bool."""
-        y = getattr(self, name)(x)
-        if gate is None or self.lowrank is None:
-            return y
-        down, up = self.lowrank[name]
-        delta = ((x.float() @ down.t()) @ up.t()).to(y.dtype)
-        return y + torch.where(gate, delta, delta.new_zeros(()))
+        """The projection `name` of x, with the speech weights at the rows `gate` marks: (T, 1) bool, True (every
+        row) or None (none)."""
+        if gate is None or self.proj_speech is None:
+            return self.proj[name](x)
+        if gate is True:
+            return self.proj_speech[name](x)
+        return torch.where(gate, self.proj_speech[name](x), self.proj[name](x))
 
     def __call__(self, x, pos: int, rot, mask, gate=None):
         T, H, KV, hd = x.shape[0], self.heads, self.kv_heads, self.hd
@@ -270,7 +274,7 @@ class FastDecoder:
         gate = None  # the shared layers' speech adapters act where a position holds a code
         if speech_ids is not None:
             has = torch.as_tensor(speech_ids, dtype=torch.long) >= 0
-            gate = has[:, None] if bool(has.any()) else None
+            gate = True if bool(has.all()) else has[:, None] if bool(has.any()) else None
         h = self.shared.hidden(x, pos, rot, mask, gate)
         self.length = pos + T
         text_logits = speech_logits = None
