@@ -53,7 +53,7 @@ class LayerAdapter(nn.Module):
         super().__init__()
         self.parts = nn.ModuleDict({
             name: LowRank(lin.in_features, lin.out_features, rank, dtype, generator)
-            for name, lin in _projections(layer)
+            for name, lin in projections(layer)
         })  # fmt: skip
 
 
@@ -77,7 +77,8 @@ class _GatedLinear(nn.Module):
         return y + torch.where(mask, delta, delta.new_zeros(()))  # exact y where the gate is off
 
 
-def _projections(layer: nn.Module):
+def projections(layer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A decoder layer's 7 projections, (name, linear), attention's then the MLP's."""
     return [(n, getattr(layer.self_attn, n)) for n in ATTENTION] + [(n, getattr(layer.mlp, n)) for n in MLP]
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from vivavoce.errors import VivavoceError
+from vivavoce.model.adapters import projections
 
 DTYPES = ("float32", "bfloat16", "int8")
 RESCORE = 16  # int8/bf16 heads: candidates re-scored exactly
@@ -66,36 +67,33 @@ class _Layer:
     the rotation is one complex multiply (a permutation shared by q and k leaves every q.k unchanged)."""
 
     def __init__(self, layer, cfg, dtype: str, max_len: int, adapter=None):
-        att, mlp = layer.self_attn, layer.mlp
         self.heads, self.kv_heads, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         H, KV, hd, hidden = self.heads, self.kv_heads, self.hd, cfg.hidden_size
         half = hd // 2
         pairs = torch.stack([torch.arange(half), torch.arange(half) + half], -1).flatten()  # 0, 32, 1, 33, ...
-        q = att.q_proj.weight.detach().float().view(H, hd, hidden)[:, pairs].reshape(H * hd, hidden) * hd**-0.5
-        k = att.k_proj.weight.detach().float().view(KV, hd, hidden)[:, pairs].reshape(KV * hd, hidden)
         gain1 = layer.input_layernorm.weight.detach().float() * hidden**0.5
         gain2 = layer.post_attention_layernorm.weight.detach().float() * hidden**0.5
-        weights = {
-            "qkv": torch.cat([q, k, att.v_proj.weight.detach().float()]) * gain1,
-            "o": att.o_proj.weight.detach().float(),
-            "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().float() * gain2,
-            "down": mlp.down_proj.weight.detach().float(),
-        }  # fmt: skip
-        self.proj = {name: _linear(w, dtype) for name, w in weights.items()}
+
+        def fold(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            """The 7 projections' weights (fp32) → the 4 fused, folded matrices this layer multiplies by."""
+            q = w["q_proj"].view(H, hd, hidden)[:, pairs].reshape(H * hd, hidden) * hd**-0.5
+            k = w["k_proj"].view(KV, hd, hidden)[:, pairs].reshape(KV * hd, hidden)
+            return {
+                "qkv": torch.cat([q, k, w["v_proj"]]) * gain1,
+                "o": w["o_proj"],
+                "gate_up": torch.cat([w["gate_proj"], w["up_proj"]]) * gain2,
+                "down": w["down_proj"],
+            }  # fmt: skip
+
+        weights = {name: lin.weight.detach().float() for name, lin in projections(layer)}
+        self.proj = {name: _linear(w, dtype) for name, w in fold(weights).items()}
         self.proj_speech = None
         if adapter is not None:
-            # Speech-gated low-rank updates merged into a second copy of the weights (folded the same way): a
-            # decode step of one speech position then costs what it costs without adapters.
-            p = {n: m.up.detach().float() @ m.down.detach().float() for n, m in adapter.parts.items()}
-            q = p["q_proj"].view(H, hd, hidden)[:, pairs].reshape(H * hd, hidden) * hd**-0.5
-            k = p["k_proj"].view(KV, hd, hidden)[:, pairs].reshape(KV * hd, hidden)
-            delta = {
-                "qkv": torch.cat([q, k, p["v_proj"]]) * gain1,
-                "o": p["o_proj"],
-                "gate_up": torch.cat([p["gate_proj"], p["up_proj"]]) * gain2,
-                "down": p["down_proj"],
-            }  # fmt: skip
-            self.proj_speech = {name: _linear(w + delta[name], dtype) for name, w in weights.items()}
+            # Speech-gated low-rank updates merged into a second copy of the weights: a decode step of one speech
+            # position then costs what it costs without adapters.
+            merged = {n: w + adapter.parts[n].up.detach().float() @ adapter.parts[n].down.detach().float()
+                      for n, w in weights.items()}  # fmt: skip
+            self.proj_speech = {name: _linear(w, dtype) for name, w in fold(merged).items()}
         self.act = _activation_dtype(dtype)
         self.inter = cfg.intermediate_size
         self.k = torch.zeros(KV, max_len, hd, dtype=self.act)
