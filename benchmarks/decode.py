@@ -6,7 +6,8 @@ Rows, all in one run and on the same thread count:
   - speech-token decode of the split speech LM (random-init speech parts: speed does not depend on training):
     "true" = shared layers + speech branch + speech head (text branch skipped, as the engine does for one turn);
     "both" = both branches per step plus the speech head; "guided" = both branches and both heads;
-    with `--adapter-rank R`, the same speech rows with speech-gated adapters of rank R on the shared layers;
+    with `--adapter-rank R [--adapter-scope speech|heard]`, the same speech rows with speech-gated adapters of
+    rank R on the shared layers;
   - llama.cpp (llama-cpp-python, built from source) on the same GGUF, its own decode timer.
 
     PYTHONPATH=src python benchmarks/decode.py [--threads 2] [--tokens 64] [--json reports/bench-decode.json]
@@ -83,14 +84,15 @@ def lean_speech(model, proc, dtype, variant):
 
     dec = FastDecoder.for_speechlm(model, FastDecodeConfig(dtype, max_len=1024))
     grid = proc.encode([ChatTurn("user", speech=list(range(100, 140)))], "s2s", add_generation_prompt=True)
-    dec.step(grid.text_ids, grid.speech_ids)
+    dec.step(grid.text_ids, grid.speech_ids, heard=[s >= 0 for s in grid.speech_ids])  # the user's codes
     start = dec.length
 
     def run(n):
         dec.truncate(start)
         code = 5
         for _ in range(n):
-            tl, sl = dec.step([-1], [code], want_text=variant == "guided", text_branch=variant != "true")
+            tl, sl = dec.step([-1], [code], want_text=variant == "guided", text_branch=variant != "true",
+                              heard=[False])  # fmt: skip
             code = int(sl[: model.config.sos].argmax())
 
     return run
@@ -125,6 +127,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated row prefixes to skip (hf,lean,speech,llama.cpp)")
     ap.add_argument("--adapter-rank", type=int, default=0, help="also speech rows with adapters of this rank")
+    ap.add_argument("--adapter-scope", default="speech", choices=["speech", "heard"],
+                    help="where they act: every code, or the user's only (then the reply's steps skip them)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -158,10 +162,11 @@ def main() -> None:
             add(f"speech {variant} {dtype}",
                 lambda: timed(lean_speech(model, proc, dtype, variant), args.tokens, args.repeats))  # fmt: skip
     if args.adapter_rank:
-        adapted = SpeechLM(backbone, SpeechLMConfig(speech_adapter_rank=args.adapter_rank)).eval()
+        adapted = SpeechLM(backbone, SpeechLMConfig(speech_adapter_rank=args.adapter_rank,
+                                                    speech_adapter_scope=args.adapter_scope)).eval()
         for dtype in ("bfloat16", "int8"):
             for variant in ("true", "guided"):
-                add(f"speech {variant} {dtype} adapters r{args.adapter_rank}",
+                add(f"speech {variant} {dtype} adapters r{args.adapter_rank} {args.adapter_scope}",
                     lambda: timed(lean_speech(adapted, proc, dtype, variant), args.tokens, args.repeats))  # fmt: skip
     for name, dtype in (("hf generate float32", torch.float32), ("hf generate bfloat16", torch.bfloat16)):
         add(name, lambda: hf_generate(backbone, ids, dtype)(args.tokens, args.repeats))

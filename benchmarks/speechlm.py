@@ -3,10 +3,11 @@
 For each spoken test question of a corpus built by `vivavoce data build` (test split: held-out prompts said by
 held-out voices), each engine answers; Whisper tiny.en transcribes the spoken answer, which is compared with the
 frozen LLM's own text answer to the same question (the corpus's assistant text: WER and keyword hit rate, keywords =
-the reference's three longest content words). Also: WER against the engine's own text where it writes one (does
-the speech say what the text says?), DNSMOS, time to first audio after the end of the question (the question is
-given whole, so this is all compute) and speech tokens per second (the codec's token rate times the seconds of
-answer audio, over the compute time of the whole answer, codec decoding included).
+the reference's three longest content words). Also, where the engine writes a text: the spoken answer's WER against
+it (does the speech say what the text says?) and its WER against the LLM's answer (text_wer: the understanding
+alone); DNSMOS, time to first audio after the end of the question (the question is given whole, so this is all
+compute) and speech tokens per second (the codec's token rate times the seconds of answer audio, over the compute
+time of the whole answer, codec decoding included).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm.py --corpus corpus/small \
         [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--codec DIR] [--threads 2] [--limit N] \
@@ -69,7 +70,7 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     from vivavoce.eval.engine_run import timed_response
     from vivavoce.eval.report import ItemResult, summarize
 
-    items, self_refs, self_hyps, rates = [], [], [], []
+    items, self_refs, self_hyps, written, rates = [], [], [], [], []
     token_rate = getattr(getattr(engine, "codec", None), "token_rate", None)
     answered = 0
     for q in questions:
@@ -90,12 +91,15 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
         if response.text:
             self_refs.append(response.text)
             self_hyps.append(item.transcript)
+            written.append(response.text)
         items.append(item)
         print(f"{label}: {item.transcript!r} (wer {item.wer:.2f}, first audio {item.first_audio_s})", flush=True)
     summary = summarize(items)
     ttfa = sorted(i.first_audio_s for i in items if i.first_audio_s is not None)
     summary["first_audio_p50_s"] = ttfa[len(ttfa) // 2] if ttfa else None
     summary["self_wer"] = intelligibility.corpus_wer(self_refs, self_hyps) if self_refs else None
+    if len(written) == len(questions):  # the written answer against the LLM's: understanding, apart from speaking
+        summary["text_wer"] = intelligibility.corpus_wer([q["reference"] for q in questions], written)
     summary["speech_tokens_per_s"] = float(np.mean(rates)) if rates else None
     summary["answered"] = answered
     return items, summary
@@ -176,7 +180,7 @@ def main() -> None:
                 items, summary = [], {"error": str(e)}
             results[key] = summary
             all_items += items
-    keys = ("items", "answered", "wer", "keyword_hit_rate", "self_wer", "dnsmos_ovrl", "first_audio_s",
+    keys = ("items", "answered", "wer", "keyword_hit_rate", "self_wer", "text_wer", "dnsmos_ovrl", "first_audio_s",
             "first_audio_p50_s", "speech_tokens_per_s", "seconds")  # fmt: skip
     print(f"{'':<10}" + "".join(f"{k[:12]:>13}" for k in keys))
     for name, s in results.items():

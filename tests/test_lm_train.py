@@ -243,6 +243,33 @@ def test_speech_adapters_learn_in_the_full_phase_and_hold_still_in_the_cached_on
     assert not any(p.requires_grad for p in cached.model.speech_adapters.parameters())
 
 
+def test_frozen_modules_hold_still_while_heard_adapters_learn(tokens, backbone, tmp_path):
+    """`frozen` keeps the named trainable modules at their weights. Here all but the adapters, which act on the
+    user's speech only: the text targets after a spoken question reach them, and nothing else moves. An unknown
+    name is refused."""
+    import random
+
+    from vivavoce.model.speechlm import SpeechLMConfig
+
+    model = SpeechLMConfig(speech_adapter_rank=2, speech_adapter_scope="heard")
+    frozen = ["speech_embed", "speech_layers", "speech_norm", "speech_head"]
+    recipe = LMRecipe(_cfg(tokens, tmp_path / "heard", phase="full", model=model, frozen=frozen), backbone=backbone,
+                      log=lambda m: None)  # fmt: skip
+    before = {k: v.clone() for k, v in recipe.model.trainable_state_dict().items()}
+    opt = torch.optim.AdamW(recipe.parameters(), lr=1e-3)
+    out = recipe.step_losses(random.Random(0))
+    opt.zero_grad()
+    out["loss"].backward()
+    up = recipe.model.speech_adapters[3].parts["v_proj"].up
+    assert up.grad is not None and up.grad.abs().sum() > 0
+    opt.step()
+    after = recipe.model.trainable_state_dict()
+    assert {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])} == {"speech_adapters"}
+    with pytest.raises(VivavoceError, match="frozen: 'speech_brain'"):
+        LMRecipe(_cfg(tokens, tmp_path / "bad", phase="full", model=model, frozen=["speech_brain"]),
+                 backbone=backbone, log=lambda m: None)  # fmt: skip
+
+
 def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     recipe = LMRecipe(_cfg(tokens, tmp_path / "rt", phase="full"), backbone=backbone, log=lambda m: None)
     with torch.no_grad():

@@ -533,6 +533,62 @@ def test_speech_adapters_act_at_speech_positions_only(backbone, model, proc, tmp
         SpeechLM(backbone, replace(model.config, speech_adapter_rank=4, train_shared=True))
 
 
+def test_heard_adapters_act_on_the_users_speech_only(backbone, model, proc):
+    """Scope "heard": the adapters act at the user's codes only, found from the turn headers in a whole grid. The
+    model's own speech (reading a written text) then runs as without adapters; a spoken reply reads what they
+    re-mapped. Both decoders, given the marks, agree with the full forward; a session marks the user's codes, not
+    its reply's (nor the reply's closing, fed with the next turn)."""
+    from vivavoce.model.generate import ReferenceDecoder
+
+    m = SpeechLM(backbone, replace(model.config, speech_adapter_rank=4, speech_adapter_scope="heard")).eval()
+    with torch.no_grad():
+        for a in m.speech_adapters:
+            for part in a.parts.values():
+                part.up.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    user, reply = codes(12), codes(8, seed=1)
+    grid = proc.encode([ChatTurn("user", speech=user), ChatTurn("assistant", speech=reply)], "s2s")
+    t, s = grid.tensors()
+    heard = m.heard_speech(t, s)
+    spoken = [p for p, c in enumerate(grid.speech_ids) if c != NONE]
+    assert [bool(heard[0, p]) for p in spoken] == [True] * (len(user) + 2) + [False] * (len(reply) + 2)
+    reading = proc.encode([ChatTurn("user", text=QUESTION), ChatTurn("assistant", speech=reply)], "tts")
+    rt, rs = reading.tensors()
+    with torch.no_grad():
+        assert torch.equal(m(rt, rs).speech_logits, model(rt, rs).speech_logits)  # no user speech: no adapter
+        out, base = m(t, s), model(t, s)
+        assert torch.equal(m(t, s, heard=heard).speech_logits, out.speech_logits)
+    first = spoken[0]
+    assert torch.equal(out.text_logits[0, :first], base.text_logits[0, :first])
+    assert (out.speech_logits[0, -1] - base.speech_logits[0, -1]).abs().max() > 1e-2  # the reply reads re-mapped K/V
+    marks = heard[0].tolist()
+    for dec in (FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=128)), ReferenceDecoder(m)):
+        dec.step(grid.text_ids[: first + 5], grid.speech_ids[: first + 5], heard=marks[: first + 5])
+        for p in range(first + 5, len(grid)):
+            tl, sl = dec.step([grid.text_ids[p]], [grid.speech_ids[p]], heard=[marks[p]])
+        assert (sl - out.speech_logits[0, -1]).abs().max() < 1e-3 * out.speech_logits[0, -1].abs().max()
+        with pytest.raises(VivavoceError, match="pass `heard`"):
+            dec.step([NONE], [5])
+
+    dec = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=256))
+    fed, step = [], dec.step
+
+    def spy(text_ids, speech_ids, *args, heard=None, **kwargs):
+        fed.extend((c, h) for c, h in zip(speech_ids, heard) if c != NONE)
+        return step(text_ids, speech_ids, *args, heard=heard, **kwargs)
+
+    dec.step = spy
+    session = SpeechSession(m, proc, dec, mode="s2s")
+    session.push(user[:5])
+    session.push(user[5:])
+    reply_config = GenerationConfig(mode="true", seed=0, max_speech_tokens=6)
+    said = [c for kind, c in session.respond(reply_config) if kind == "speech"]
+    session.push(codes(4, seed=2))
+    flags = [h for _, h in fed]
+    assert len(said) >= 2 and flags == [True] * (len(user) + 2) + [False] * (len(flags) - len(user) - 7) + [True] * 5
+    with pytest.raises(VivavoceError, match="speech_adapter_scope"):
+        SpeechLM(backbone, replace(model.config, speech_adapter_rank=4, speech_adapter_scope="user"))
+
+
 def test_stage_1_checkpoint_starts_a_stage_2_model(backbone, model, tmp_path):
     """Stage 2 starts from stage 1's weights: the speech parts load, the shared layers' trainable copy keeps the
     backbone's weights; without `across_stages` the differing config is refused."""

@@ -170,7 +170,8 @@ class FastDecoder:
     last position's (text logits, speech logits) as 1-D fp32 tensors, None where not asked for."""
 
     def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config,
-                 split_embed=None, split_text=None, split_spelling=None, adapters=None):  # fmt: skip
+                 split_embed=None, split_text=None, split_spelling=None, adapters=None,
+                 adapter_scope: str = "speech"):  # fmt: skip
         if config.dtype not in DTYPES:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
@@ -182,6 +183,7 @@ class FastDecoder:
         self.split_text = split_text.weight.detach().t().contiguous() if split_text is not None else None
         self.split_spelling = split_spelling  # a small module (model/spelling.py), called as it is
         self.shared = _Branch(shared, cfg, config.dtype, config.max_len, adapters=adapters)
+        self.heard_only = adapter_scope == "heard"  # the adapters act on the user's codes only
         layers, norm, head = text_branch
         self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
         self.speech = None
@@ -211,6 +213,7 @@ class FastDecoder:
             (list(model.speech_layers), model.speech_norm, model.speech_head), model.rotary,
             config or FastDecodeConfig(), model.speech_split_embed, model.speech_split_text, model.speech_split_spelling,
             list(model.speech_adapters) if model.speech_adapters is not None else None,
+            model.config.speech_adapter_scope,
         )
 
     def truncate(self, length: int) -> None:
@@ -256,10 +259,11 @@ class FastDecoder:
 
     @torch.inference_mode()
     def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None,
-             spelling_ids=None):  # fmt: skip
+             spelling_ids=None, heard=None):  # fmt: skip
         """Append positions (lists of ids, -1 = none) and decode. The text branch's layers run when `want_text`
         or `text_branch` (keep its cache whole for later text); the speech branch's when there is one.
-        `spelling_ids`: a row per position, for a model with the spelling input."""
+        `spelling_ids`: a row per position, for a model with the spelling input. `heard`: a bool per position,
+        the user's codes, for adapters of scope "heard"."""
         T = len(text_ids)
         pos = self.length
         if pos + T > self.max_len:
@@ -269,9 +273,13 @@ class FastDecoder:
         mask = None
         if T > 1:  # a chunk attends to the whole past and causally within itself
             mask = torch.arange(pos + T).unsqueeze(0) <= torch.arange(pos, pos + T).unsqueeze(1)
-        gate = None  # the shared layers' speech adapters act where a position holds a code
+        gate = None  # the shared layers' speech adapters act where a position holds a code (the user's code)
         if speech_ids is not None:
             has = torch.as_tensor(speech_ids, dtype=torch.long) >= 0
+            if self.heard_only and bool(has.any()):
+                if heard is None:
+                    raise VivavoceError("this model's adapters act on the user's speech: pass `heard`")
+                has = has & torch.as_tensor(heard, dtype=torch.bool)
             gate = True if bool(has.all()) else has[:, None] if bool(has.any()) else None
         h = self.shared.hidden(x, pos, rot, mask, gate)
         self.length = pos + T

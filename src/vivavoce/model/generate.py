@@ -102,11 +102,13 @@ class ReferenceDecoder:
 
     @torch.inference_mode()
     def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None,
-             spelling_ids=None):  # fmt: skip
+             spelling_ids=None, heard=None):  # fmt: skip
         t = torch.tensor([list(text_ids)])
         s = torch.tensor([list(speech_ids)]) if speech_ids is not None else torch.full_like(t, NONE)
         sp = torch.tensor([spelling_ids]) if spelling_ids is not None else None
-        out = self.model(t, s, cache=self.cache, use_cache=True, logits_to_keep=1, spelling_ids=sp)  # both branches
+        h = torch.tensor([list(heard)], dtype=torch.bool) if heard is not None else None
+        out = self.model(t, s, cache=self.cache, use_cache=True, logits_to_keep=1, spelling_ids=sp,
+                         heard=h)  # both branches
         tl = out.text_logits[0, -1].float() if want_text else None
         sl = out.speech_logits[0, -1].float() if want_speech else None
         return tl, sl
@@ -143,12 +145,15 @@ class SpeechSession:
         if self.track is not None:
             self.track.load(self._prefix_track)
 
-    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=True, lane: bool = True):
+    def _feed(self, text_ids, speech_ids, want_text=True, want_speech=True, text_branch=True, lane: bool = True,
+              heard: bool = False):  # fmt: skip
         """Decode more positions. `lane` False: positions the conversation will not keep (guided mode's text lane,
-        rewound before the speech is spoken over them): the spelling track does not advance over them."""
+        rewound before the speech is spoken over them): the spelling track does not advance over them. `heard`:
+        these positions' codes are the user's (not a pending reply's closing)."""
+        said = [heard] * len(text_ids)
         if self._pending:
             pt, ps = zip(*self._pending)
-            text_ids, speech_ids = [*pt, *text_ids], [*ps, *speech_ids]
+            text_ids, speech_ids, said = [*pt, *text_ids], [*ps, *speech_ids], [False] * len(pt) + said
             self._pending = []
         spelling = None
         if self.track is not None:
@@ -157,7 +162,7 @@ class SpeechSession:
             else:
                 spelling = [[0] * SPELLING_WIDTH for _ in text_ids]
         return self.decoder.step(text_ids, speech_ids, want_text, want_speech, text_branch=text_branch or want_text,
-                                 spelling_ids=spelling)  # fmt: skip
+                                 spelling_ids=spelling, heard=said)  # fmt: skip
 
     def _open_user(self, kind: str) -> None:
         if self._user_open == kind:
@@ -169,7 +174,7 @@ class SpeechSession:
         if kind == "speech":
             text.append(NONE)
             speech.append(self.proc.sos)
-        self._feed(text, speech, want_text=False, want_speech=False)
+        self._feed(text, speech, want_text=False, want_speech=False, heard=True)
         self._user_open = kind
 
     def push(self, ids) -> None:
@@ -179,7 +184,7 @@ class SpeechSession:
             raise VivavoceError(f"speech ids must lie in 0..{self.model.config.speech_vocab - 1}")
         self._open_user("speech")
         if ids:
-            self._feed([NONE] * len(ids), ids, want_text=False, want_speech=False)
+            self._feed([NONE] * len(ids), ids, want_text=False, want_speech=False, heard=True)
 
     def push_text(self, text: str) -> None:
         """A written user turn (T→S, T→T)."""
@@ -204,7 +209,7 @@ class SpeechSession:
         if text is not None and not guided:
             raise VivavoceError("a given text is spoken in guided mode only")
         given = None if text is None else proc.text_ids(text)
-        tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=guided)
+        tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=guided, heard=True)
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         if aligned:
             yield from self._respond_aligned(config, tl, gen, given)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from vivavoce.errors import VivavoceError
-from vivavoce.model.speechlm import IGNORE, NONE, SpeechLMConfig
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLMConfig, tokenizer_id
 from vivavoce.model.textgen import SPOKEN_STYLE_PROMPT
 
 MODE_PROMPTS = {
@@ -161,7 +161,7 @@ class SpeechLMProcessor:
         self.model_config = model_config or SpeechLMConfig()
         self.config = config or ProcessorConfig()
         self.sos, self.eos = self.model_config.sos, self.model_config.eos
-        self.im_start, self.im_end = self._special("<|im_start|>"), self._special("<|im_end|>")
+        self.im_start, self.im_end = (tokenizer_id(tokenizer, t) for t in ("<|im_start|>", "<|im_end|>"))
         self.newline = self.text_ids("\n")
         self.role_ids = {role: self.text_ids(role) for role in ROLES}
         self.stop_ids = sorted({self.im_end, tokenizer.eos_token_id} - {None})  # end of a text reply
@@ -171,12 +171,6 @@ class SpeechLMProcessor:
     def header_ids(self, role: str) -> list[int]:
         """Text ids that open a turn: <|im_start|>role\\n."""
         return [self.im_start, *self.role_ids[role], *self.newline]
-
-    def _special(self, token: str) -> int:
-        tid = self.tokenizer.convert_tokens_to_ids(token)
-        if not isinstance(tid, int) or tid == self.tokenizer.unk_token_id:
-            raise VivavoceError(f"the backbone's tokenizer has no {token} (ChatML) token")
-        return tid
 
     def text_ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))

@@ -33,6 +33,7 @@ from vivavoce.errors import VivavoceError
 from vivavoce.model.adapters import LayerAdapter, SpeechGate, adapted_layer
 from vivavoce.model.backbone import Backbone
 
+ADAPTER_SCOPES = ("speech", "heard")
 NONE = -1  # "no token in this stream at this position" (zero embedding), in both streams
 IGNORE = -100  # target positions that carry no loss
 
@@ -62,6 +63,10 @@ class SpeechLMConfig:
     # only at positions holding a speech token, so text-only input still runs the backbone bit for bit; they let
     # the frozen shared layers re-map speech (understanding) without stage 2's full copy. Zero at the start.
     speech_adapter_rank: int = 0
+    # Where they act: "speech" (every position holding a code) or "heard" (the codes of user turns only, so the
+    # model's own speech, its reading, runs the frozen layers as without adapters and a decode step of it costs
+    # nothing extra).
+    speech_adapter_scope: str = "speech"
     seed: int = 0
 
     @property
@@ -114,6 +119,13 @@ class SpeechLM(nn.Module):
                                     "set speech_adapter_rank: 0 or train_shared: false")
             shared = [copy.deepcopy(layer) for layer in shared]
         self.speech_adapters, self._gate = None, SpeechGate()
+        if config.speech_adapter_scope not in ADAPTER_SCOPES:
+            raise VivavoceError(f"speech_adapter_scope must be one of {', '.join(ADAPTER_SCOPES)}, "
+                                f"not {config.speech_adapter_scope!r}")
+        self._user_header = None  # "<|im_start|>", "user": where heard speech starts (`heard_speech`)
+        if config.speech_adapter_scope == "heard":
+            tok = backbone.tokenizer
+            self._user_header = (tokenizer_id(tok, "<|im_start|>"), tok.encode("user", add_special_tokens=False)[0])
         if config.speech_adapter_rank:
             g = torch.Generator().manual_seed(config.seed + 1)
             self.speech_adapters = nn.ModuleList(
@@ -229,7 +241,8 @@ class SpeechLM(nn.Module):
                     config = replace(config, **{flag: True})
                     optional += (f"speech_{flag}.",)
             if self.config.speech_adapter_rank and not config.speech_adapter_rank:
-                config = replace(config, speech_adapter_rank=self.config.speech_adapter_rank)
+                config = replace(config, speech_adapter_rank=self.config.speech_adapter_rank,
+                                 speech_adapter_scope=self.config.speech_adapter_scope)
                 optional += ("speech_adapters.",)
         if config != self.config:
             raise VivavoceError(f"{path}: made for {config}, not this model's {self.config}")
@@ -279,18 +292,43 @@ class SpeechLM(nn.Module):
         )
         return dict(attention_mask=mask, position_ids=position_ids, position_embeddings=self.rotary(x, position_ids))
 
-    def shared_hidden(self, text_ids, speech_ids, attention_mask=None, position_ids=None, ctx=None, cache=None):
+    def shared_hidden(self, text_ids, speech_ids, attention_mask=None, position_ids=None, ctx=None, cache=None,
+                      heard=None):  # fmt: skip
         """Output of the shared layers (B, T, H). Where the speech embedding is frozen, this is a fixed function of
-        the ids: a trainer may cache it and train the speech branch with `branches_from_hidden`."""
+        the ids: a trainer may cache it and train the speech branch with `branches_from_hidden`. `heard`: see
+        `forward`."""
         x = self.embed(text_ids, speech_ids)
         ctx = ctx or self.context(x, attention_mask, position_ids, cache)
-        return self._shared(x, speech_ids, ctx, cache)
+        return self._shared(x, text_ids, speech_ids, ctx, cache, heard)
 
-    def _shared(self, x, speech_ids, ctx, cache):
-        """The shared layers over input embeddings; the speech adapters (if any) act where `speech_ids` has a code."""
+    def heard_speech(self, text_ids: torch.Tensor, speech_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: positions holding a code inside a user turn, for grids that start at a turn's start (whole
+        conversations, packed rows of them). A turn runs from one "<|im_start|>" to the next; its role is the
+        token after it."""
+        start, user = self._user_header
+        T = text_ids.shape[1]
+        steps = torch.arange(T, device=text_ids.device).expand_as(text_ids)
+        last_start = torch.where(text_ids == start, steps, torch.full_like(steps, -1)).cummax(dim=1).values
+        role = text_ids.gather(1, (last_start + 1).clamp(max=T - 1))
+        return (speech_ids != NONE) & (last_start >= 0) & (role == user)
+
+    def _adapter_mask(self, text_ids, speech_ids, cache, heard) -> torch.Tensor | None:
+        """Where the speech adapters act (B, T, 1), or None for nowhere."""
+        has = speech_ids != NONE
+        if self.config.speech_adapter_scope == "heard" and bool(has.any()):
+            if heard is None:
+                if cache is not None and cache.get_seq_length() > 0:
+                    raise VivavoceError("this model's adapters act on the user's speech: pass `heard` when "
+                                        "decoding on from a cache")
+                heard = self.heard_speech(text_ids, speech_ids)
+            has = has & heard
+        return has[..., None] if bool(has.any()) else None
+
+    def _shared(self, x, text_ids, speech_ids, ctx, cache, heard=None):
+        """The shared layers over input embeddings; the speech adapters (if any) act where `speech_ids` has a code
+        (scope "speech") or a code the user said (scope "heard")."""
         if self.speech_adapters is not None:
-            has = speech_ids != NONE
-            self._gate.mask = has[..., None] if bool(has.any()) else None
+            self._gate.mask = self._adapter_mask(text_ids, speech_ids, cache, heard)
         try:
             for layer in self.shared_layers:
                 x = layer(x, cache=cache, use_cache=cache is not None, **ctx)
@@ -346,16 +384,19 @@ class SpeechLM(nn.Module):
     def forward(
         self, text_ids, speech_ids, attention_mask=None, position_ids=None, cache=None, use_cache: bool = False,
         text: bool = True, speech: bool = True, logits_to_keep: int = 0, spelling_ids: torch.Tensor | None = None,
+        heard: torch.Tensor | None = None,
     ) -> SpeechLMOutput:
         """Both branches over (B, T) id grids. `use_cache` starts a cache if none is given (a transformers
-        DynamicCache; pass it back for the next step); `logits_to_keep` = n: logits of the last n positions only."""
+        DynamicCache; pass it back for the next step); `logits_to_keep` = n: logits of the last n positions only.
+        `heard` (B, T) bool: which codes the user said, for adapters of scope "heard"; found from the turn headers
+        when not given, which needs the ids from a conversation's start."""
         from transformers import DynamicCache
 
         if use_cache and cache is None:
             cache = DynamicCache()
         x = self.embed(text_ids, speech_ids)
         ctx = self.context(x, attention_mask, position_ids, cache)
-        x = self._shared(x, speech_ids, ctx, cache)
+        x = self._shared(x, text_ids, speech_ids, ctx, cache, heard)
         th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids,
                                            text_ids=text_ids, spelling_ids=spelling_ids)  # fmt: skip
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
@@ -364,6 +405,14 @@ class SpeechLM(nn.Module):
             speech_logits=self.speech_head(sh[:, keep]) if sh is not None else None,
             cache=cache,
         )
+
+
+def tokenizer_id(tokenizer, token: str) -> int:
+    """The id of a special token, e.g. ChatML's "<|im_start|>"; a one-line error where the tokenizer lacks it."""
+    i = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(i, int) or i == tokenizer.unk_token_id:
+        raise VivavoceError(f"the backbone's tokenizer has no {token} (ChatML) token")
+    return i
 
 
 def read_checkpoint(path: str | Path, weights: bool = True) -> tuple[SpeechLMConfig, dict[str, torch.Tensor]]:

@@ -50,6 +50,9 @@ class LMTrainConfig:
     stage: int = 1
     phase: str = "cached"  # stage 1: "cached" (speech branch on cached shared states) | "full"
     init_from: str = ""  # trainable weights to start from (e.g. the cached phase's model.safetensors)
+    # Trainable modules held at their starting weights (names of `SpeechLM.trainable_modules`), e.g. all but
+    # speech_adapters, to train understanding while the speech branch's reading stays exactly as it was.
+    frozen: list[str] = field(default_factory=list)
     warm_start: str = "aligned"  # speech embedding: "aligned" (text embeddings under each code) | "init" (model's)
     row_tokens: int = 512  # packed row length
     text_weight: float = 1.0  # weight of the text loss beside the speech loss (full phase, stage 2)
@@ -192,6 +195,12 @@ class LMRecipe(Recipe):
                 torch.arange(cfg.model.speech_vocab))  # fmt: skip
         elif cfg.warm_start != "init":
             raise VivavoceError(f"warm_start must be aligned|init, not {cfg.warm_start!r}")
+        modules = self.model.trainable_modules()
+        for name in cfg.frozen:
+            if name not in modules:
+                raise VivavoceError(f"frozen: {name!r} is not a trainable module of this model "
+                                    f"({', '.join(modules)})")
+            modules[name].requires_grad_(False)
         if self.cached:  # everything below the speech branch must be fixed for its states to be cached
             self.model.speech_embed.weight.requires_grad_(False)
             if self.model.speech_adapters is not None:
@@ -265,6 +274,7 @@ class LMRecipe(Recipe):
         fixed = [self.model.speech_embed.weight.detach()]
         if self.model.speech_adapters is not None:
             fixed += [p.detach() for p in self.model.speech_adapters.parameters()]
+            h.update(self.model.config.speech_adapter_scope.encode())
         for t in (rows.text_ids, rows.speech_ids, rows.position_ids, *fixed):
             h.update(t.contiguous().float().numpy().tobytes())
         h.update(f"{self.model.num_shared}".encode())
