@@ -270,6 +270,20 @@ def test_frozen_modules_hold_still_while_heard_adapters_learn(tokens, backbone, 
                  backbone=backbone, log=lambda m: None)  # fmt: skip
 
 
+def test_lm_configs_load_and_name_real_modules(backbone):
+    """Every shipped LM config parses into LMTrainConfig (unknown keys are errors), and `frozen` names modules
+    that its model has."""
+    from vivavoce.config import load_yaml
+
+    paths = sorted((Path(__file__).parents[1] / "configs" / "lm").glob("*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
+        cfg = load_yaml(LMTrainConfig, path)
+        if cfg.frozen:
+            modules = SpeechLM(backbone, cfg.model).trainable_modules()
+            assert set(cfg.frozen) <= set(modules), path.name
+
+
 def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     recipe = LMRecipe(_cfg(tokens, tmp_path / "rt", phase="full"), backbone=backbone, log=lambda m: None)
     with torch.no_grad():
