@@ -94,6 +94,8 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
             written.append(response.text)
         items.append(item)
         print(f"{label}: {item.transcript!r} (wer {item.wer:.2f}, first audio {item.first_audio_s})", flush=True)
+        if response.text:
+            print(f"    wrote: {response.text!r}", flush=True)
     summary = summarize(items)
     ttfa = sorted(i.first_audio_s for i in items if i.first_audio_s is not None)
     summary["first_audio_p50_s"] = ttfa[len(ttfa) // 2] if ttfa else None
