@@ -122,10 +122,7 @@ class SpeechLM(nn.Module):
         if config.speech_adapter_scope not in ADAPTER_SCOPES:
             raise VivavoceError(f"speech_adapter_scope must be one of {', '.join(ADAPTER_SCOPES)}, "
                                 f"not {config.speech_adapter_scope!r}")
-        self._user_header = None  # "<|im_start|>", "user": where heard speech starts (`heard_speech`)
-        if config.speech_adapter_scope == "heard":
-            tok = backbone.tokenizer
-            self._user_header = (tokenizer_id(tok, "<|im_start|>"), tok.encode("user", add_special_tokens=False)[0])
+        self._user_header: tuple[int, int] | None = None  # "<|im_start|>", "user" (`heard_speech`), when needed
         if config.speech_adapter_rank:
             g = torch.Generator().manual_seed(config.seed + 1)
             self.speech_adapters = nn.ModuleList(
@@ -305,6 +302,9 @@ class SpeechLM(nn.Module):
         """(B, T) bool: positions holding a code inside a user turn, for grids that start at a turn's start (whole
         conversations, packed rows of them). A turn runs from one "<|im_start|>" to the next; its role is the
         token after it."""
+        if self._user_header is None:
+            self._user_header = (tokenizer_id(self.tokenizer, "<|im_start|>"),
+                                 self.tokenizer.encode("user", add_special_tokens=False)[0])
         start, user = self._user_header
         T = text_ids.shape[1]
         steps = torch.arange(T, device=text_ids.device).expand_as(text_ids)
