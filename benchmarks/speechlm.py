@@ -70,7 +70,7 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     from vivavoce.eval.engine_run import timed_response
     from vivavoce.eval.report import ItemResult, summarize
 
-    items, self_refs, self_hyps, written, rates = [], [], [], [], []
+    items, self_refs, self_hyps, rates = [], [], [], []
     token_rate = getattr(getattr(engine, "codec", None), "token_rate", None)
     answered = 0
     for q in questions:
@@ -91,7 +91,6 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
         if response.text:
             self_refs.append(response.text)
             self_hyps.append(item.transcript)
-            written.append(response.text)
         items.append(item)
         print(f"{label}: {item.transcript!r} (wer {item.wer:.2f}, first audio {item.first_audio_s})", flush=True)
         if response.text:
@@ -100,8 +99,8 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     ttfa = sorted(i.first_audio_s for i in items if i.first_audio_s is not None)
     summary["first_audio_p50_s"] = ttfa[len(ttfa) // 2] if ttfa else None
     summary["self_wer"] = intelligibility.corpus_wer(self_refs, self_hyps) if self_refs else None
-    if len(written) == len(questions):  # the written answer against the LLM's: understanding, apart from speaking
-        summary["text_wer"] = intelligibility.corpus_wer([q["reference"] for q in questions], written)
+    if len(self_refs) == len(questions):  # the written answers against the LLM's: understanding, apart from speaking
+        summary["text_wer"] = intelligibility.corpus_wer([q["reference"] for q in questions], self_refs)
     summary["speech_tokens_per_s"] = float(np.mean(rates)) if rates else None
     summary["answered"] = answered
     return items, summary
