@@ -7,16 +7,19 @@
 # and commit there: the tree is then ~1 MB; go back to main afterwards):
 #   call 1, carry [".dev/a"]:  bash .dev/a/stage.sh           (copies its half to /tmp/g, installs the small wheels)
 #   call 2, carry [".dev/b"]:  MINUTES=6.5 bash .dev/b/run.sh (the other half, transformers; trains; weights to $OUT)
-# Call 2 must follow within the machine's warm time (30 s). Weights come back as bf16 parts of under 16 MiB:
+# With INIT=checkpoint.safetensors the run goes on from that checkpoint (configs/lm/continue-gpu.yaml, or $CONFIG),
+# which travels in a third call: call 2 then only stages (`STAGE_ONLY=1 bash .dev/b/run.sh`) and
+#   call 3, carry [".dev/c"]:  MINUTES=7 bash .dev/c/run.sh   (the checkpoint; trains from it)
+# Each call must follow the last within the machine's warm time (30 s). Weights come back as bf16 parts of under 16 MiB:
 # `scripts/checkpoint_parts.py merge`, then `python -m vivavoce.train.lm_recipe export ... --codec DIR`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 : "${TOKENS:?set TOKENS to the token cache}"
 grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo '/.dev/' >> .git/info/exclude
-mkdir -p .dev/a .dev/b .dev/wheels
+mkdir -p .dev/a .dev/b .dev/c .dev/wheels
 gguf=$(PYTHONPATH=src $PY -c "from vivavoce.model.backbone import smollm2_gguf; print(smollm2_gguf())")
-rm -f .dev/a/* .dev/b/*
+rm -f .dev/a/* .dev/b/* .dev/c/*
 split -n 2 -d "$gguf" .dev/part-  # two halves of equal size
 mv .dev/part-00 .dev/a/backbone.gguf.part0 && mv .dev/part-01 .dev/b/backbone.gguf.part1
 # The device's python (3.12) has torch and transformers, not gguf, soundfile or soxr; transformers travels pinned
@@ -38,14 +41,21 @@ nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_
 EOF
 cat > .dev/b/run.sh <<'EOF'
 set -eo pipefail
-cp .dev/b/* /tmp/g/
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/g/transformers-*.whl
+cp .dev/b/* /tmp/g/ 2>/dev/null || true
+[ ! -d .dev/c ] || cp .dev/c/* /tmp/g/
+[ -d /tmp/site/transformers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/g/transformers-*.whl
+[ -n "${STAGE_ONLY:-}" ] && exit 0
 export PYTHONPATH=/tmp/site
 cat /tmp/g/backbone.gguf.part0 /tmp/g/backbone.gguf.part1 > /tmp/g/SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p /tmp/lm && gunzip -c /tmp/g/tokens.jsonl.gz > /tmp/lm/tokens.jsonl
 [ ! -f /tmp/g/answers.jsonl ] || cp /tmp/g/answers.jsonl /tmp/lm/
+[ ! -f /tmp/g/init.safetensors ] || export INIT=/tmp/g/init.safetensors CONFIG=${CONFIG:-configs/lm/continue-gpu.yaml}
 TOKENS=/tmp/lm/tokens.jsonl GGUF=/tmp/g/SmolLM2-135M-Instruct.Q4_1.gguf RUN=/tmp/run OUT=${OUT:?} \
     MINUTES=${MINUTES:-6} scripts/gpu_train_lm.sh 2>&1 | tr '\r' '\n' | grep -v '^train speechlm: .*\]$'
 ls -la "$OUT"
 EOF
-du -sb .dev/a .dev/b | awk '{printf "%s %.1f MiB (with the ~1 MB tree, under 64)\n", $2, $1 / 1048576}'
+if [ -n "${INIT:-}" ]; then
+    cp "$INIT" .dev/c/init.safetensors
+    cp .dev/b/run.sh .dev/c/run.sh
+fi
+du -sb .dev/a .dev/b .dev/c | awk '{printf "%s %.1f MiB (with the ~1 MB tree, under 64)\n", $2, $1 / 1048576}'

@@ -2,6 +2,8 @@
 # Stage 1 of the speech LM on one CUDA GPU (configs/lm/stage1-gpu.yaml), as run on a lent H100 (see
 # src/vivavoce/checkpoints/speechlm/TRAINED.md):
 #   TOKENS=cache/lm/tokens.jsonl [GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf] [MINUTES=6] scripts/gpu_train_lm.sh
+# CONFIG picks another recipe (default configs/lm/stage1-gpu.yaml; configs/lm/continue-gpu.yaml goes on from a
+# checkpoint) and INIT the checkpoint it starts from (its `init_from`).
 # First the frozen LLM answers every rendered question (s2t targets, $ANSWERS; through the corpus answer cache),
 # unless $ANSWERS exists already (a carried answers file of an earlier round: the same targets, no LLM load).
 # The run goes to $RUN (default runs/lm/stage1-gpu). With $OUT set, the best and the last weights also go there in
@@ -20,10 +22,12 @@ if [ ! -s "$ANSWERS" ]; then
 fi
 cfg=$(mktemp --suffix .yaml)
 sed -e "s|^tokens: .*|tokens: $TOKENS|" -e "s|^answers: .*|answers: $ANSWERS|" \
-    -e "s|^corpora: .*|corpora: []\nbackbone: ${GGUF:-smollm2}|" configs/lm/stage1-gpu.yaml > "$cfg"
+    -e "s|^corpora: .*|corpora: []\nbackbone: ${GGUF:-smollm2}|" ${INIT:+-e "s|^init_from: .*|init_from: $INIT|"} \
+    "${CONFIG:-configs/lm/stage1-gpu.yaml}" > "$cfg"
 $PY -m vivavoce.cli train lm --config "$cfg" --out "$RUN" --max-minutes "${MINUTES:-6}" ${DEVICE:+--device "$DEVICE"}
 if [ -n "${OUT:-}" ]; then
     for w in best model; do $PY scripts/checkpoint_parts.py split "$RUN/$w.safetensors" "$OUT"; done
-    for f in log.csv eval.csv best.json; do cp "$RUN/$f" "$OUT/" 2>/dev/null || true; done
+    # one file for the logs: $OUT brings back 8 files at most, and the weights may be 3 parts each
+    tar -czf "$OUT/logs.tgz" -C "$RUN" $(cd "$RUN" && ls log.csv eval.csv best.json 2>/dev/null)
     [ -z "${fresh_answers:-}" ] || cp "$ANSWERS" "$OUT/answers.jsonl"
 fi
