@@ -4,12 +4,15 @@
 # warm machine (as round 10 did: src/vivavoce/checkpoints/speechlm/TRAINED.md):
 #   TOKENS=cache/lm/tokens.jsonl [ANSWERS=answers.jsonl] scripts/gpu_pack.sh      # writes .dev/a and .dev/b
 # Then, on a throw-away branch whose tree lacks the shipped weights (`git rm src/vivavoce/checkpoints/*/*.safetensors`
-# and commit there: the tree is then ~1 MB; go back to main afterwards):
+# and commit there, and add `/src/vivavoce/checkpoints/*/*.safetensors` to .git/info/exclude, or they travel as
+# untracked files; the tree is then ~1 MB; go back to main afterwards and take the line out again):
 #   call 1, carry [".dev/a"]:  bash .dev/a/stage.sh           (copies its half to /tmp/g, installs the small wheels)
-#   call 2, carry [".dev/b"]:  MINUTES=6.5 bash .dev/b/run.sh (the other half, transformers; trains; weights to $OUT)
+#   call 2, carry [".dev/b"]:  CALL_SECONDS=590 MINUTES=9 bash .dev/b/run.sh (the other half, transformers;
+#                              trains; weights to $OUT; timeout_s 600)
 # With INIT=checkpoint.safetensors the run goes on from that checkpoint (configs/lm/continue-gpu.yaml, or $CONFIG),
 # which travels in a third call: call 2 then only stages (`STAGE_ONLY=1 bash .dev/b/run.sh`) and
-#   call 3, carry [".dev/c"]:  MINUTES=7 bash .dev/c/run.sh   (the checkpoint; trains from it)
+#   call 3, carry [".dev/c"]:  CALL_SECONDS=590 MINUTES=9 bash .dev/c/run.sh  (timeout_s 600; trains from the checkpoint
+#   until MINUTES, or until the call's end leaves 90 s to save and send back: gpu_train_lm.sh's CALL_SECONDS)
 # Each call must follow the last within the machine's warm time (30 s). Weights come back as bf16 parts of under 16 MiB:
 # `scripts/checkpoint_parts.py merge`, then `python -m vivavoce.train.lm_recipe export ... --codec DIR`.
 set -euo pipefail

@@ -408,6 +408,49 @@ def test_cosine_by_time_ends_the_schedule_at_max_minutes():
     assert cosine_lr(by_time, 0, 0.0) == pytest.approx(1e-4)  # warm-up unchanged
 
 
+def test_stop_by_fits_the_training_into_the_time_a_call_leaves(tmp_path):
+    """A lent machine's call has a fixed limit and the set-up before training takes an unknown share of it: with
+    stop_by the run trains until then, saves, and its time-cosine ends at 0 there; a deadline already passed is
+    refused before any step."""
+    import csv
+    import random
+    import time
+
+    from safetensors.torch import load_file, save_file
+
+    from vivavoce.errors import VivavoceError
+    from vivavoce.train.loop import Recipe, train
+
+    class Slow(Recipe):  # a step of ~0.1 s
+        kind = "stub"
+
+        def __init__(self):
+            self.model = torch.nn.Linear(3, 1)
+
+        def step_losses(self, rng: random.Random) -> dict[str, torch.Tensor]:
+            time.sleep(0.1)
+            return {"loss": self.model(torch.ones(2, 3)).pow(2).mean()}
+
+        def save(self, path: Path, step: int) -> None:
+            save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, str(path))
+
+        def load(self, path: Path) -> None:
+            self.model.load_state_dict(load_file(str(path)))
+
+    loop = LoopConfig(out_dir=str(tmp_path / "run"), steps=10_000, max_minutes=0.1, cosine_by_time=True, warmup=1,
+                      log_every=1, checkpoint_every=10_000, stop_by=time.time() + 1.5)  # fmt: skip
+    began = time.time()
+    train(Slow(), loop, {})
+    assert time.time() - began < 3.0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert 5 <= state["step"] < 40 and (tmp_path / "run" / "model.safetensors").is_file()
+    lrs = [float(r["lr"]) for r in csv.DictReader((tmp_path / "run" / "log.csv").open())]
+    assert lrs[-1] < 0.05 * loop.lr < lrs[len(lrs) // 2]  # the schedule fitted the 1.5 s, not the 6
+    late = LoopConfig(out_dir=str(tmp_path / "late"), steps=10, stop_by=time.time() - 5)
+    with pytest.raises(VivavoceError, match="stop_by: the deadline passed"):
+        train(Slow(), late, {})
+
+
 def test_user_voice_renderings_and_their_s2t_answers():
     from vivavoce.data.voices import user_voices
     from vivavoce.train.lm_data import user_voice_texts

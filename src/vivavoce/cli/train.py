@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="cpu or cuda (overrides the config)")
     p.add_argument("--steps", type=int, help="total steps (overrides the config)")
     p.add_argument("--max-minutes", type=float, help="stop after this much wall time, in all (overrides)")
+    p.add_argument("--stop-by", type=float, metavar="UNIX_TIME",
+                   help="stop and save by this time: the training time shrinks to what the set-up leaves")
     p.add_argument("--out", help="run directory (overrides loop.out_dir)")
     p.add_argument("--manifest", help="training manifest JSONL (overrides loop.manifest)")
     p.add_argument("--init-from", help="a new run starts from this checkpoint's weights (a resumed run ignores it)")
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         # the LM loads its start weights while it is built: the cached phase's shared states depend on them
         cfg.init_from, args.init_from = args.init_from, None
     for name, value in (("device", args.device), ("steps", args.steps), ("max_minutes", args.max_minutes),
+                        ("stop_by", args.stop_by),
                         ("out_dir", args.out), ("manifest", args.manifest), ("init_from", args.init_from)):  # fmt: skip
         if value is not None:
             setattr(cfg.loop, name, value)

@@ -52,6 +52,9 @@ class LoopConfig:
     # evaluation go to best.safetensors
     cosine_by_time: bool = False  # the lr decays over max_minutes of wall time too (whichever ends first): a run on
     # hardware of unknown speed still ends its schedule inside its time
+    stop_by: float = 0.0  # a Unix time by which the run must have stopped: when training begins (after the recipe's
+    # set-up, whose length is not known in advance) max_minutes shrinks to the time left, so a call on a lent machine
+    # ends with its weights saved
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
@@ -205,6 +208,14 @@ def train(recipe: Recipe, cfg: LoopConfig, full_config: dict) -> Path:
         for k, v in group.items():
             if torch.is_tensor(v) and k != "step":
                 group[k] = v.to(cfg.device)
+    if cfg.stop_by > 0:
+        left = cfg.stop_by - time.time()
+        if left <= 0:
+            raise VivavoceError(f"stop_by: the deadline passed {-left:.0f} s before training could begin")
+        minutes = (elapsed + left) / 60
+        if cfg.max_minutes <= 0 or minutes < cfg.max_minutes:
+            cfg = dataclasses.replace(cfg, max_minutes=minutes)
+            print(f"stop_by: {left / 60:.1f} min of training left, max_minutes {minutes:.2f}", flush=True)
     rng = random.Random(cfg.seed * 1_000_003 + step)
     torch.manual_seed(cfg.seed * 1_000_003 + step)
     np.random.seed((cfg.seed * 1_000_003 + step) % 2**32)
