@@ -50,7 +50,8 @@ def test_questions(corpus: Path, split: str) -> list[dict]:
             for r in rows if r["turn"] == "user" and r["dialogue"] in answers]  # fmt: skip
 
 
-def load(engine: str, checkpoint: str | None, seed: int | None = None, codec: str | None = None):
+def load(engine: str, checkpoint: str | None, seed: int | None = None, codec: str | None = None,
+         temperature: float | None = None):
     if engine == "cascade":
         from vivavoce.engine.registry import load_engine
 
@@ -59,6 +60,8 @@ def load(engine: str, checkpoint: str | None, seed: int | None = None, codec: st
     from vivavoce.model.generate import GenerationConfig
 
     generation = GenerationConfig(seed=seed)  # a seed: each answer is sampled the same way in every run
+    if temperature is not None:
+        generation.temperature = temperature
     config = SpeechLMEngineConfig(checkpoint=checkpoint, codec=codec, mode=engine, generation=generation)
     return SpeechLMEngine(config), engine
 
@@ -149,6 +152,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None,
                     help="sample every answer from this seed, so that runs differ only by the model or codec (A/B)")
+    ap.add_argument("--temperature", type=float, default=None, help="speech sampling temperature (default: the engine's)")
     ap.add_argument("--json", default="reports/bench-speechlm.json")
     args = ap.parse_args()
 
@@ -162,7 +166,7 @@ def main() -> None:
     results, all_items = {}, []
     for name in args.engines:
         t0 = time.perf_counter()
-        engine, mode = load(name, args.checkpoint, args.seed, args.codec)
+        engine, mode = load(name, args.checkpoint, args.seed, args.codec, args.temperature)
         load_s = time.perf_counter() - t0
         torch.set_num_threads(args.threads)  # some loaders reset it
         items, summary = run_engine(name, engine, mode, questions, evaluator)
@@ -189,7 +193,7 @@ def main() -> None:
         print(f"{name:<10}{cells}")
     env = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
            "corpus": str(args.corpus), "split": args.split, "questions": len(questions),
-           "checkpoint": args.checkpoint, "codec": args.codec}  # fmt: skip
+           "checkpoint": args.checkpoint, "codec": args.codec, "temperature": args.temperature}  # fmt: skip
     path = write_json(args.json, all_items, {"by_engine": results}, {"environment": env})
     print("report:", path)
     print(json.dumps(results, indent=1, default=float)[:4000])
