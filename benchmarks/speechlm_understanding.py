@@ -14,8 +14,15 @@ question's speech with its own text tokens in the text stream, each word at its 
 the codec's phone head, `lm_align`; needs espeak-ng), and the whole transcript in a row from the speech span's
 start, the codes beside it.
 
+With `--written`, what the text branch writes from the spoken question, greedily: under the asr prompt (its
+transcript, against the question's text: does it hear the words?) and under the s2t prompt (its answer, against
+the LLM's answer to the written question: does it answer them?). Word error rates over all words; a model can
+hear the words and still not answer them (the speech is not read as text), or answer a similar-sounding training
+question (it recalls rather than hears).
+
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_understanding.py \
-        --tokens cache/lm/tokens.jsonl [--checkpoint CKPT ...] [--answers cache/lm/answers.jsonl --train 40] [--oracle]
+        --tokens cache/lm/tokens.jsonl [--checkpoint CKPT ...] [--answers cache/lm/answers.jsonl --train 40] [--oracle] \
+        [--written]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ def main() -> None:
     ap.add_argument("--answers", default=None, help="answers JSONL of the renderings (for --train)")
     ap.add_argument("--train", type=int, default=0, help="also this many training renderings (needs --answers)")
     ap.add_argument("--oracle", action="store_true", help="also: the transcript inside the spoken turn (see above)")
+    ap.add_argument("--written", action="store_true", help="also: greedy transcripts and answers (see above)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -42,6 +50,7 @@ def main() -> None:
 
     from vivavoce.engine.speechlm import default_checkpoint
     from vivavoce.model.backbone import load_backbone
+    from vivavoce.eval.intelligibility import corpus_wer
     from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
     from vivavoce.model.speechlm import IGNORE, SpeechLM
     from vivavoce.train.lm_data import ExampleConfig, build_examples, load_answers, load_tokens
@@ -87,6 +96,22 @@ def main() -> None:
         keep = targets != IGNORE
         return float(F.cross_entropy(model.text_head(th[keep]).float(), targets[keep], reduction="sum")), int(keep.sum())
 
+    def write(model, proc, user, mode: str, limit: int) -> str:
+        """The text branch's greedy reply to `user` under `mode`'s system prompt (no cache: a few dozen tokens)."""
+        g = proc.encode([user], mode=mode, add_generation_prompt=True)
+        text_ids, speech_ids, out = list(g.text_ids), list(g.speech_ids), []
+        end = backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        for _ in range(limit):
+            hidden = model.shared_hidden(torch.tensor([text_ids]), torch.tensor([speech_ids]))
+            th, _ = model.branches_from_hidden(hidden, speech=False)  # the top layers attend to every position
+            token = int(model.text_head(th[0, -1]).argmax())
+            if token == end:
+                break
+            out.append(token)
+            text_ids.append(token)
+            speech_ids.append(speech_ids[-1])  # the filler of a text position
+        return backbone.tokenizer.decode(out).strip()
+
     report = {}
     for path in args.checkpoint:
         path = path or str(default_checkpoint())
@@ -116,6 +141,18 @@ def main() -> None:
                         sums[k][0] += a
                         sums[k][1] += n
             report[path][name] = {"examples": len(examples), **{k: round(a / n, 4) for k, (a, n) in sums.items()}}
+            if args.written:
+                heard, answered = [], []
+                with torch.no_grad():
+                    for e in examples:
+                        user, reply = e.turns
+                        heard.append(write(model, proc, user, "asr", 40))
+                        answered.append(write(model, proc, user, "s2t", 60))
+                        print(f"  {text_of[e.source.split('>')[0]]!r}\n    heard: {heard[-1]!r}\n    wrote: {answered[-1]!r}")
+                report[path][name].update(
+                    asr_wer=round(corpus_wer([text_of[e.source.split(">")[0]] for e in examples], heard), 4),
+                    s2t_wer=round(corpus_wer([e.turns[1].text for e in examples], answered), 4),
+                    written=[dict(heard=h, wrote=w) for h, w in zip(heard, answered)])
             print(path, name, json.dumps(report[path][name]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

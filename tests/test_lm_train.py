@@ -477,7 +477,7 @@ def test_user_voice_renderings_and_their_s2t_answers():
 
 
 def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_path):
-    from vivavoce.train.lm_data import ANSWER_PREFIX, answer_texts
+    from vivavoce.train.lm_data import ANSWER_PREFIX, answer_texts, user_voice_texts
 
     path = tmp_path / "answers.jsonl"
     lines = [{"text": "Why?", "answer": "Because it is so."}, {"text": "Why not?", "answer": "Because it is so."},
@@ -503,6 +503,15 @@ def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_pat
     assert all(e.turns[1].text == "Because it is so." for e in guided)
     assert [e.turns[1].text for e in ex if e.task == "tts"] == ["Why?", "Because it is so."]  # reading data too
     assert not [e for e in build_examples(rows, split="train") if e.task.startswith("s2s")]  # no answers, no pairs
+
+    # `render --answers --user-voices`: the answers said as user turns, in the users' voices: speech -> transcript
+    # only; neither a reply to pair nor a question with an s2t target
+    (voiced_uid, voiced_text, voice), = user_voice_texts([(uid, "Because it is so.")], seed=0)
+    heard = rows + [row(voiced_uid, "user", voiced_text, [4, 4, 4])]
+    ex2 = build_examples(heard, split="train", answers=answers)
+    assert voiced_uid.startswith(uid) and voiced_uid.endswith("." + voice)
+    assert [e.task for e in ex2 if e.source == voiced_uid] == ["asr"]
+    assert sorted(e.task for e in ex2 if e.source != voiced_uid) == sorted(e.task for e in ex)
 
 
 def test_sampled_answers_are_reading_text_not_s2t_targets_and_resume(tmp_path, monkeypatch, backbone):

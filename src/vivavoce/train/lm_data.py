@@ -7,7 +7,8 @@
 user turns whose prompts are not in the dialogue corpus's dev/test splits. They are cheap alignment data
 (text <-> joe speech) beside the small dialogue corpus. `--user-voices` says them as user turns in the train users'
 voices; `--answers` speaks the frozen LLM's answers to them (`answers`) in joe's voice, which makes reading data of
-the kind guided mode must read and, paired with every user rendering of the question, spoken dialogues.
+the kind guided mode must read and, paired with every user rendering of the question, spoken dialogues. With
+both, the answers are said as user turns in the users' voices: asr over text far more varied than the templates.
 `tokenize` runs the shipped codec over every utterance's 16 kHz audio and the backbone tokenizer over its text,
 appending one JSONL row per utterance (ids only, never pickle), so a killed run resumes and training never
 touches audio. Examples (`build_examples`) are plain conversations: the model's processor lays them out.
@@ -420,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--user-voices", action="store_true",
                    help="speak each sentence in train user voices instead, one per take (asr data across voices)")
     r.add_argument("--answers", help="speak the LLM's answers in this file (`lm_data answers`) in joe's voice "
-                   "instead: reading data, and spoken replies to every rendering of their questions")
+                   "instead: reading data, and spoken replies to every rendering of their questions (with "
+                   "--user-voices: as user turns in the users' voices)")
     a = sub.add_parser("answers", help="the frozen LLM's answers to the renderings' questions (s2t targets)")
     a.add_argument("tokens")
     a.add_argument("--out", required=True)
@@ -442,7 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.cmd == "render":
-            if args.answers:
+            if args.answers and args.user_voices:  # the answers' varied text as user turns: asr beyond the templates
+                texts = user_voice_texts(answer_texts(args.answers, args.limit), args.seed, args.takes)
+                errors = render_alignment(texts, args.out, log, shard="align-answers-users")
+            elif args.answers:
                 errors = render_alignment(answer_texts(args.answers, args.limit), args.out, log, shard="align-answers")
             elif args.user_voices:
                 texts = user_voice_texts(alignment_texts(args.preset, args.limit, args.seed), args.seed, args.takes)
