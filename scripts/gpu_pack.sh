@@ -45,7 +45,7 @@ EOF
 cat > .dev/b/run.sh <<'EOF'
 set -eo pipefail
 cp .dev/b/* /tmp/g/ 2>/dev/null || true
-[ ! -d .dev/c ] || cp .dev/c/* /tmp/g/
+cp .dev/c/* /tmp/g/ 2>/dev/null || true  # the checkpoint of a run from one (INIT), where carried
 [ -d /tmp/site/transformers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/g/transformers-*.whl
 [ -n "${STAGE_ONLY:-}" ] && exit 0
 export PYTHONPATH=/tmp/site
@@ -54,7 +54,7 @@ mkdir -p /tmp/lm && gunzip -c /tmp/g/tokens.jsonl.gz > /tmp/lm/tokens.jsonl
 [ ! -f /tmp/g/answers.jsonl ] || cp /tmp/g/answers.jsonl /tmp/lm/
 [ ! -f /tmp/g/init.safetensors ] || export INIT=/tmp/g/init.safetensors CONFIG=${CONFIG:-configs/lm/continue-gpu.yaml}
 TOKENS=/tmp/lm/tokens.jsonl GGUF=/tmp/g/SmolLM2-135M-Instruct.Q4_1.gguf RUN=/tmp/run OUT=${OUT:?} \
-    MINUTES=${MINUTES:-6} scripts/gpu_train_lm.sh 2>&1 | tr '\r' '\n' | grep -v '^train speechlm: .*\]$'
+    MINUTES=${MINUTES:-6} scripts/gpu_train_lm.sh 2>&1 | stdbuf -oL tr '\r' '\n' | grep --line-buffered -v '^train speechlm: .*\]$'
 ls -la "$OUT"
 EOF
 if [ -n "${INIT:-}" ]; then
