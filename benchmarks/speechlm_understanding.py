@@ -52,7 +52,7 @@ def main() -> None:
     from vivavoce.model.backbone import load_backbone
     from vivavoce.eval.intelligibility import corpus_wer
     from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
-    from vivavoce.model.speechlm import IGNORE, SpeechLM
+    from vivavoce.model.speechlm import IGNORE, SpeechLM, tokenizer_id
     from vivavoce.train.lm_data import ExampleConfig, build_examples, load_answers, load_tokens
 
     torch.set_num_threads(args.threads)
@@ -96,16 +96,17 @@ def main() -> None:
         keep = targets != IGNORE
         return float(F.cross_entropy(model.text_head(th[keep]).float(), targets[keep], reduction="sum")), int(keep.sum())
 
+    im_end = tokenizer_id(backbone.tokenizer, "<|im_end|>")
+
     def write(model, proc, user, mode: str, limit: int) -> str:
         """The text branch's greedy reply to `user` under `mode`'s system prompt (no cache: a few dozen tokens)."""
         g = proc.encode([user], mode=mode, add_generation_prompt=True)
         text_ids, speech_ids, out = list(g.text_ids), list(g.speech_ids), []
-        end = backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")
         for _ in range(limit):
             hidden = model.shared_hidden(torch.tensor([text_ids]), torch.tensor([speech_ids]))
             th, _ = model.branches_from_hidden(hidden, speech=False)  # the top layers attend to every position
             token = int(model.text_head(th[0, -1]).argmax())
-            if token == end:
+            if token == im_end:
                 break
             out.append(token)
             text_ids.append(token)
@@ -142,15 +143,15 @@ def main() -> None:
                         sums[k][1] += n
             report[path][name] = {"examples": len(examples), **{k: round(a / n, 4) for k, (a, n) in sums.items()}}
             if args.written:
+                questions = [text_of[e.source.split(">")[0]] for e in examples]
                 heard, answered = [], []
                 with torch.no_grad():
-                    for e in examples:
-                        user, reply = e.turns
-                        heard.append(write(model, proc, user, "asr", 40))
-                        answered.append(write(model, proc, user, "s2t", 60))
-                        print(f"  {text_of[e.source.split('>')[0]]!r}\n    heard: {heard[-1]!r}\n    wrote: {answered[-1]!r}")
+                    for e, question in zip(examples, questions):
+                        heard.append(write(model, proc, e.turns[0], "asr", 40))
+                        answered.append(write(model, proc, e.turns[0], "s2t", 60))
+                        print(f"  {question!r}\n    heard: {heard[-1]!r}\n    wrote: {answered[-1]!r}")
                 report[path][name].update(
-                    asr_wer=round(corpus_wer([text_of[e.source.split(">")[0]] for e in examples], heard), 4),
+                    asr_wer=round(corpus_wer(questions, heard), 4),
                     s2t_wer=round(corpus_wer([e.turns[1].text for e in examples], answered), 4),
                     written=[dict(heard=h, wrote=w) for h, w in zip(heard, answered)])
             print(path, name, json.dumps(report[path][name]), flush=True)

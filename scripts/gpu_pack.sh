@@ -44,8 +44,7 @@ nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_
 EOF
 cat > .dev/b/run.sh <<'EOF'
 set -eo pipefail
-cp .dev/b/* /tmp/g/ 2>/dev/null || true
-cp .dev/c/* /tmp/g/ 2>/dev/null || true  # the checkpoint of a run from one (INIT), where carried
+cp "$(dirname "$0")"/* /tmp/g/  # this call's folder: .dev/b (its half, transformers), or .dev/c (the checkpoint)
 [ -d /tmp/site/transformers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/g/transformers-*.whl
 [ -n "${STAGE_ONLY:-}" ] && exit 0
 export PYTHONPATH=/tmp/site
