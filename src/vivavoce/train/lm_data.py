@@ -143,9 +143,15 @@ def rendering_questions(rows: list[dict]) -> list[str]:
                    and not str(r["dialogue"]).startswith(ANSWER_PREFIX)})  # fmt: skip
 
 
-def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str = "smollm2", device: str = "cpu",
+def preset_questions(preset: str, seed: int = 0) -> list[str]:
+    """The distinct questions that `render --preset` speaks (all of them, sorted): what `rendering_questions` finds
+    in their token cache, known before anything is spoken, so the answers need not wait for the renderings."""
+    return sorted({text for _, text in alignment_texts(preset, 0, seed)})
+
+
+def write_rendering_answers(questions: list[str], out: str | Path, backbone: str = "smollm2", device: str = "cpu",
                             batch_size: int = 64, max_new_tokens: int = 64, max_words: int = 40, log=print) -> int:
-    """JSONL `out`, one row per question of the renderings in token cache `tokens`: {"text", "answer"} with the
+    """JSONL `out`, one row per question (`rendering_questions` or `preset_questions`): {"text", "answer"} with the
     frozen LLM's own greedy answer (the corpus's system prompt and settings) made speakable as the corpus makes
     its answers, or answer null and the reason it was rejected. These are s2t targets for every rendering of the
     question, in any voice (`LMTrainConfig.answers`). Raw answers go through the corpus's answer cache, so none is
@@ -155,7 +161,6 @@ def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str =
     from vivavoce.data.normalize import speakable_answer
     from vivavoce.model.textgen import TextGenConfig
 
-    questions = rendering_questions(load_tokens(tokens))
     raw = write_answers(questions, AnswerCache(default_answers_cache()), TextGenConfig(max_new_tokens=max_new_tokens),
                         backbone, batch_size=batch_size, device=device)  # fmt: skip
     rows = []
@@ -168,7 +173,7 @@ def write_rendering_answers(tokens: str | Path, out: str | Path, backbone: str =
     return kept
 
 
-def write_sampled_answers(tokens: str | Path, out: str | Path, samples: int, temperature: float = 0.7,
+def write_sampled_answers(questions: list[str], out: str | Path, samples: int, temperature: float = 0.7,
                           seed: int = 0, backbone: str = "smollm2", device: str = "cpu", batch_size: int = 64,
                           max_new_tokens: int = 64, max_words: int = 40, log=print) -> int:  # fmt: skip
     """More answers of the frozen LLM to the renderings' questions: `samples` sampled ones per question (rows
@@ -185,7 +190,6 @@ def write_sampled_answers(tokens: str | Path, out: str | Path, samples: int, tem
         raise VivavoceError("sampled answers need --samples >= 1 and --temperature > 0")
     out = Path(out)
     done = {(r["text"], r["sample"]) for r in _answer_rows(out)} if out.is_file() else set()
-    questions = rendering_questions(load_tokens(tokens))
     bb = load_backbone(BackboneConfig(source=backbone))
     bb.model.to(device)
     kept = 0
@@ -424,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                    "instead: reading data, and spoken replies to every rendering of their questions (with "
                    "--user-voices: as user turns in the users' voices)")
     a = sub.add_parser("answers", help="the frozen LLM's answers to the renderings' questions (s2t targets)")
-    a.add_argument("tokens")
+    a.add_argument("tokens", nargs="?", help="the renderings' token cache (or --preset)")
+    a.add_argument("--preset", help="instead: the questions `render --preset` speaks, before they are spoken")
+    a.add_argument("--threads", type=int, default=1, help="CPU threads (batched decoding gains from a second)")
     a.add_argument("--out", required=True)
     a.add_argument("--backbone", default="smollm2")
     a.add_argument("--device", default="cpu")
@@ -455,12 +461,17 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed, args.takes), args.out, log)
             return 1 if errors else 0
+        if args.cmd == "answers":
+            if bool(args.tokens) == bool(args.preset):
+                raise VivavoceError("answers: give a token cache or --preset, not both")
+            torch.set_num_threads(args.threads)
+            questions = preset_questions(args.preset, args.seed) if args.preset else rendering_questions(load_tokens(args.tokens))
         if args.cmd == "answers" and args.samples:
-            write_sampled_answers(args.tokens, args.out, args.samples, args.temperature, args.seed, args.backbone,
+            write_sampled_answers(questions, args.out, args.samples, args.temperature, args.seed, args.backbone,
                                   args.device, args.batch_size, log=log)  # fmt: skip
             return 0
         if args.cmd == "answers":
-            write_rendering_answers(args.tokens, args.out, args.backbone, args.device, args.batch_size, log=log)
+            write_rendering_answers(questions, args.out, args.backbone, args.device, args.batch_size, log=log)
             return 0
         from vivavoce.codec import Codec
 
