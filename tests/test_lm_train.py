@@ -284,6 +284,27 @@ def test_lm_configs_load_and_name_real_modules(backbone):
             assert set(cfg.frozen) <= set(modules), path.name
 
 
+def test_a_run_from_a_checkpoint_keeps_its_onset_rule_unless_it_trains_guided_replies(tokens, backbone, tmp_path):
+    """The onset rule paces every guided word the speech branch says: a run from a checkpoint on text tasks alone
+    (understanding) must ship the checkpoint's rule, not one refitted to its own token cache."""
+    from dataclasses import replace
+
+    from vivavoce.model.processor import ProcessorConfig
+    from vivavoce.model.speechlm import checkpoint_metadata
+    from vivavoce.train.lm_data import ExampleConfig
+
+    first = LMRecipe(_cfg(tokens, tmp_path / "a", phase="full"), backbone=backbone, log=lambda m: None)
+    assert first.processor.config.onset_per_word == ProcessorConfig().onset_per_word
+    first.processor.config = replace(first.processor.config, onset_per_word=3.25, onset_pause=8.5)
+    first.save(tmp_path / "init.safetensors", step=1)
+    text_only = ExampleConfig(tts=False, tts_true=False, s2s=False, s2s_guided=False)
+    understanding = LMRecipe(_cfg(tokens, tmp_path / "b", phase="full", init_from=str(tmp_path / "init.safetensors"),
+                                  examples=text_only), backbone=backbone, log=lambda m: None)  # fmt: skip
+    assert understanding.processor.config.onset_per_word == 3.25 and understanding.processor.config.onset_pause == 8.5
+    understanding.save(tmp_path / "next.safetensors", step=2)
+    assert checkpoint_metadata(tmp_path / "next.safetensors")["processor"]["onset_per_word"] == 3.25
+
+
 def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     recipe = LMRecipe(_cfg(tokens, tmp_path / "rt", phase="full"), backbone=backbone, log=lambda m: None)
     with torch.no_grad():

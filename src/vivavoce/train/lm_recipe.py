@@ -206,9 +206,11 @@ class LMRecipe(Recipe):
             if self.model.speech_adapters is not None:
                 self.model.speech_adapters.requires_grad_(False)
         self.processor = SpeechLMProcessor(backbone.tokenizer, cfg.model, cfg.processor)
-        if cfg.processor.guided_layout == "aligned":
-            self._fit_onset_rule([r for r in rows if r["split"] == "train"])
         ex_cfg = cfg.examples
+        if cfg.init_from:
+            self._keep_onset_rule(cfg.init_from)
+        if cfg.processor.guided_layout == "aligned" and (ex_cfg.tts or ex_cfg.s2s_guided):
+            self._fit_onset_rule([r for r in rows if r["split"] == "train"])
         if self.cached:  # text targets cannot reach a trainable weight here: leave the text-only tasks out
             ex_cfg = ExampleConfig(**{**asdict(ex_cfg), "asr": False, "s2t": False})
         answers = load_answers(cfg.answers) if cfg.answers else None
@@ -246,6 +248,17 @@ class LMRecipe(Recipe):
         trainable copy then starts from the backbone's)."""
         self.model.load_trainable(path, across_stages=True)
         self.log(f"started from {path}")
+
+    def _keep_onset_rule(self, path: str) -> None:
+        """The speech branch of `path` learned to speak at its onset rule's pace: keep it, unless this run trains
+        guided replies and can fit its own. (A run on text tasks alone, fitting the rule to whatever few replies its
+        token cache holds, would move every guided word of a speech branch it never trained.)"""
+        from vivavoce.model.speechlm import checkpoint_metadata
+
+        saved = checkpoint_metadata(path).get("processor") or {}
+        rule = {k: float(v) for k, v in saved.items() if k.startswith("onset_")}
+        if rule:
+            self.processor.config = replace(self.processor.config, **rule)
 
     def _fit_onset_rule(self, rows: list[dict]) -> None:
         """Generation lays words out at onsets estimated from the text: fit the estimate's rates to the measured
