@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Rebuilds the speech LM's training data on a fresh 2-core machine, in two lanes (one core each), then the token
+# cache. Every step resumes where a killed run stopped; a rerun skips what is complete.
+#   lane A: the frozen LLM's answers to the 3,096 rendered questions (s2t targets), then those answers said as
+#           user turns in the train users' voices (asr over varied text, TAKES_ANSWERS takes)
+#   lane B: the questions in the train users' voices (3 takes), then the small dialogue corpus (its dev/test
+#           questions are the benchmarks')
+#   READING=1 adds joe saying the questions (2 takes) and the answers (reading data, spoken replies for s2s):
+#           Piper joe costs ~0.2 s a second of speech, so this lane adds ~2 h.
+# Measured 2026-11-27 (round 14), both lanes at once: answers 26 min; questions 9,288 renderings 37 min; answers in
+# users' voices 2,800 renderings 33 min; corpus 3 min (its answers cached); tokenising 12,400 utterances 2.5 min.
+#   OUT=/work/data CORPORA=/work/corpus scripts/build_lm_data.sh     # then: tokens $OUT/tokens.jsonl,
+#                                                                  #       answers $OUT/answers.jsonl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1
+PY=${PYTHON:-.venv/bin/python}
+OUT=${OUT:-cache/lm}
+CORPORA=${CORPORA:-corpus}
+TAKES_ANSWERS=${TAKES_ANSWERS:-1}
+CODEC=src/vivavoce/checkpoints/codec-lite-16k
+mkdir -p "$OUT" "$CORPORA"
+data() { $PY -m vivavoce.train.lm_data "$@"; }
+
+lane_a() {
+    [ -s "$OUT/answers.jsonl" ] || data answers --preset small --out "$OUT/answers.jsonl"
+    data render --answers "$OUT/answers.jsonl" --user-voices --takes "$TAKES_ANSWERS" --limit 0 \
+        --out "$CORPORA/users-answers"
+    if [ "${READING:-0}" = 1 ]; then
+        data render --answers "$OUT/answers.jsonl" --limit 0 --out "$CORPORA/answers-align"
+    fi
+}
+lane_b() {
+    data render --preset small --user-voices --takes 3 --limit 0 --out "$CORPORA/users-align"
+    $PY -m vivavoce.cli --threads 1 data build --preset small --out "$CORPORA/small" --workers 1
+    if [ "${READING:-0}" = 1 ]; then
+        data render --preset small --takes 2 --limit 0 --out "$CORPORA/joe-align"
+    fi
+}
+lane_a > "$OUT/lane-a.log" 2>&1 &
+a=$!
+lane_b > "$OUT/lane-b.log" 2>&1 &
+b=$!
+status=0
+wait $a || { echo "lane A failed: see $OUT/lane-a.log" >&2; status=1; }
+wait $b || { echo "lane B failed: see $OUT/lane-b.log" >&2; status=1; }
+[ $status = 0 ] || exit 1
+
+corpora=("$CORPORA/small" "$CORPORA/users-align" "$CORPORA/users-answers")
+[ "${READING:-0}" = 1 ] && corpora+=("$CORPORA/joe-align" "$CORPORA/answers-align")
+data tokenize "${corpora[@]}" --out "$OUT/tokens.jsonl" --codec "$CODEC"
