@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     config = TextGenConfig(max_new_tokens=64)
     truth = answer_batch(backbone, questions, config, batch_size=16)
     for path in args.reports:
-        for checkpoint, result in json.loads(open(path).read()).items():
+        for checkpoint, result in json.loads(Path(path).read_text()).items():
             written = result["held_out"]["written"]
             if len(written) != len(questions):
                 raise SystemExit(f"{path}: {len(written)} transcripts for {len(questions)} held-out questions")

@@ -465,13 +465,15 @@ def main(argv: list[str] | None = None) -> int:
             if bool(args.tokens) == bool(args.preset):
                 raise VivavoceError("answers: give a token cache or --preset, not both")
             torch.set_num_threads(args.threads)
-            questions = preset_questions(args.preset, args.seed) if args.preset else rendering_questions(load_tokens(args.tokens))
-        if args.cmd == "answers" and args.samples:
-            write_sampled_answers(questions, args.out, args.samples, args.temperature, args.seed, args.backbone,
-                                  args.device, args.batch_size, log=log)  # fmt: skip
-            return 0
-        if args.cmd == "answers":
-            write_rendering_answers(questions, args.out, args.backbone, args.device, args.batch_size, log=log)
+            if args.preset:
+                questions = preset_questions(args.preset, args.seed)
+            else:
+                questions = rendering_questions(load_tokens(args.tokens))
+            if args.samples:
+                write_sampled_answers(questions, args.out, args.samples, args.temperature, args.seed, args.backbone,
+                                      args.device, args.batch_size, log=log)  # fmt: skip
+            else:
+                write_rendering_answers(questions, args.out, args.backbone, args.device, args.batch_size, log=log)
             return 0
         from vivavoce.codec import Codec
 
