@@ -270,6 +270,40 @@ def test_frozen_modules_hold_still_while_heard_adapters_learn(tokens, backbone, 
                  backbone=backbone, log=lambda m: None)  # fmt: skip
 
 
+def test_distillation_targets_are_the_llms_own_distributions_at_the_answer_positions(tokens, backbone, tmp_path):
+    """`kd_weight`: every s2t answer position gets the frozen LLM's top-k distribution given the question as text.
+    Scoring the same question given as text against them gives KL 0 (so the positions line up); given as speech,
+    the KL is what distillation trains down. A resumed run reads the teacher from the run folder."""
+    import random
+
+    from vivavoce.model.processor import ChatTurn
+    from vivavoce.train.lm_recipe import teacher_top_k
+
+    from vivavoce.train.lm_data import ExampleConfig
+
+    s2t_only = ExampleConfig(tts=False, tts_true=False, s2s=False, s2s_guided=False, asr=False)
+    cfg = _cfg(tokens, tmp_path / "kd", phase="full", kd_weight=1.0, kd_top_k=8, examples=s2t_only)
+    recipe = LMRecipe(cfg, backbone=backbone, log=lambda m: None)
+    rows = recipe.train_rows
+    assert int((rows.kd_ids[..., 0] >= 0).sum()) == int((rows.text_targets != IGNORE).sum()) > 0
+    assert len(list((tmp_path / "kd").glob("teacher-train-*.safetensors"))) == 1
+    examples = build_examples(load_tokens(tokens), recipe.cfg.examples, "train")
+    assert {e.heard for e in examples} == {q for _, split, q, _ in DIALOGUES if split == "train"}
+    pairs = [(e.heard, e.turns[1].text) for e in examples]
+    soft = teacher_top_k(recipe.model, recipe.processor, pairs, 8, bf16=False)
+    as_text = [recipe.processor.encode([ChatTurn("user", q), ChatTurn("assistant", a)], mode="s2t") for q, a in pairs]
+    with torch.no_grad():
+        heard_as_text = recipe._losses(pack(as_text, 256, soft=soft), None)["kd"]
+        heard_as_speech = recipe._losses(rows, None)["kd"]
+    assert float(heard_as_text) < 1e-4 and float(heard_as_speech) > 0.05
+    out = recipe.step_losses(random.Random(0))
+    assert out["loss"].requires_grad and float(out["kd"]) > 0.05
+
+    again = LMRecipe(cfg, backbone=backbone, log=lambda m: pytest.fail(f"teacher recomputed: {m}")
+                     if m.startswith("teacher") else None)  # fmt: skip
+    assert torch.equal(again.train_rows.kd_logp, rows.kd_logp) and torch.equal(again.train_rows.kd_ids, rows.kd_ids)
+
+
 def test_lm_configs_load_and_name_real_modules(backbone):
     """Every shipped LM config parses into LMTrainConfig (unknown keys are errors), and `frozen` names modules
     that its model has."""

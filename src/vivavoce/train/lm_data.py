@@ -322,6 +322,7 @@ class Example:
     turns: list[ChatTurn] = field(default_factory=list)
     split: str = "train"
     source: str = ""  # utterance keys, for tracing
+    heard: str = ""  # s2t: the words of the user's speech, which a distilling teacher reads as text instead
 
 
 @dataclass
@@ -355,7 +356,7 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
             out.append(Example("asr", "asr", turns, split, r["key"]))
         if cfg.s2t and answers and str(r["dialogue"]).startswith("turn-") and r["text"] in answers:
             turns = [ChatTurn("user", None, r["speech_ids"]), ChatTurn("assistant", answers[r["text"]])]
-            out.append(Example("s2t", "s2t", turns, split, r["key"]))
+            out.append(Example("s2t", "s2t", turns, split, r["key"], heard=r["text"]))
     out += _spoken_answer_dialogues(rows, cfg, split, answers or {})
     by_dialogue: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -376,7 +377,7 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
                 reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"))
                 out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
             if cfg.s2t:
-                out.append(Example("s2t", "s2t", [user, ChatTurn("assistant", a["text"])], split, pair))
+                out.append(Example("s2t", "s2t", [user, ChatTurn("assistant", a["text"])], split, pair, heard=u["text"]))
     return out
 
 

@@ -58,6 +58,11 @@ class LMTrainConfig:
     text_weight: float = 1.0  # weight of the text loss beside the speech loss (full phase, stage 2)
     replay_weight: float = 1.0  # stage 2: weight of the text-only replay loss
     dev_rows: int = 16  # packed dev rows scored at each evaluation
+    # s2t: weight of the KL from the frozen LLM's own next-token distribution, given the question as text, to the
+    # model's, given it as speech, at every answer position (distillation, as DiVA does); 0 = hard targets only.
+    # The teacher's `kd_top_k` most likely tokens per position are computed once and kept beside the run.
+    kd_weight: float = 0.0
+    kd_top_k: int = 32
     save_dtype: str = "float32"  # run checkpoints (exact resume); `export_checkpoint` writes the shipped bf16 copy
 
 
@@ -107,24 +112,30 @@ class Rows:
     position_ids: torch.Tensor
     examples: int
     spelling_ids: torch.Tensor | None = None  # (N, T, WIDTH), for models with split_spelling (`with_spelling`)
+    # (N, T, k) the teacher's top-k token ids (-1: no teacher here) and their log-probabilities (`kd_weight`)
+    kd_ids: torch.Tensor | None = None
+    kd_logp: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.text_ids.shape[0]
 
     def take(self, idx) -> "Rows":
-        spelling = self.spelling_ids[idx] if self.spelling_ids is not None else None
+        pick = lambda t: t[idx] if t is not None else None  # noqa: E731
         return Rows(self.text_ids[idx], self.speech_ids[idx], self.text_targets[idx], self.speech_targets[idx],
-                    self.position_ids[idx], 0, spelling)  # fmt: skip
+                    self.position_ids[idx], 0, pick(self.spelling_ids), pick(self.kd_ids), pick(self.kd_logp))
 
     def with_spelling(self, processor) -> Rows:
         self.spelling_ids = processor.spelling_ids(self.text_ids, self.speech_ids, self.position_ids)
         return self
 
 
-def pack(grids, row_tokens: int, seed: int = 0) -> Rows:
+def pack(grids, row_tokens: int, seed: int = 0, soft: list | None = None) -> Rows:
     """First-fit-decreasing packing of grids into rows of `row_tokens`; longer grids are dropped. The rest of a
-    row is one more "sequence" of empty positions (NONE ids, no targets)."""
-    grids = [g for g in grids if len(g) <= row_tokens]
+    row is one more "sequence" of empty positions (NONE ids, no targets). `soft`, per grid: None or a teacher's
+    (ids, log-probs), each (n, k), for its n text targets in order (`teacher_top_k`)."""
+    keep = [i for i, g in enumerate(grids) if len(g) <= row_tokens]
+    grids = [grids[i] for i in keep]
+    soft = [soft[i] for i in keep] if soft is not None else None
     if not grids:
         raise VivavoceError(f"no example fits in row_tokens={row_tokens}")
     order = sorted(range(len(grids)), key=lambda i: (-len(grids[i]), i))
@@ -152,7 +163,54 @@ def pack(grids, row_tokens: int, seed: int = 0) -> Rows:
             out[4][r, p : p + n] = torch.arange(n)
             p += n
         out[4][r, p:] = torch.arange(row_tokens - p)
-    return Rows(*out, examples=len(grids))
+    rows = Rows(*out, examples=len(grids))
+    if soft is not None:
+        k = next((ids.shape[1] for ids, _ in filter(None, soft)), 1)
+        rows.kd_ids = torch.full((N, row_tokens, k), -1, dtype=torch.int32)
+        rows.kd_logp = torch.zeros((N, row_tokens, k), dtype=torch.float16)
+        for r, members in enumerate(bins):
+            p = 0
+            for i in members:
+                if soft[i] is not None:
+                    at = p + torch.tensor([t for t, v in enumerate(grids[i].text_targets) if v != IGNORE])
+                    rows.kd_ids[r, at], rows.kd_logp[r, at] = soft[i][0], soft[i][1]
+                p += len(grids[i])
+    return rows
+
+
+@torch.no_grad()
+def teacher_top_k(model: SpeechLM, processor: SpeechLMProcessor, pairs: list[tuple[str, str]], k: int,
+                  batch_size: int = 16, bf16: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per (question, answer): the frozen text model's k most likely next tokens and their log-probabilities at
+    each of the answer's text targets, the question given as text in the s2t layout. With no speech in it the
+    model is the bare backbone, so these are the LLM's own distributions: the targets of `kd_weight`."""
+    out = []
+    for b in range(0, len(pairs), batch_size):
+        grids = [processor.encode([ChatTurn("user", q), ChatTurn("assistant", a)], mode="s2t")
+                 for q, a in pairs[b : b + batch_size]]  # fmt: skip
+        batch = processor.collate(grids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = model.shared_hidden(batch.text_ids, batch.speech_ids, attention_mask=batch.attention_mask)
+            th, _ = model.branches_from_hidden(hidden, attention_mask=batch.attention_mask, speech=False)
+        for i in range(len(grids)):
+            at = batch.text_targets[i] != IGNORE
+            logp = model.text_head(th[i][at]).float().log_softmax(-1)
+            top = logp.topk(k, dim=-1)
+            out.append((top.indices.to(torch.int32), top.values.to(torch.float16)))
+    return out
+
+
+def kd_loss(logits: torch.Tensor, ids: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over k+1 outcomes: the teacher's top-k tokens and "any other token", so it is 0 only
+    where the student puts the same mass on each of them (and the rest elsewhere)."""
+    def with_rest(lp: torch.Tensor) -> torch.Tensor:
+        mass = torch.logsumexp(lp, -1, keepdim=True).exp().clamp(max=1 - 1e-6)  # fp16 log-probs can sum past 1
+        rest = torch.log1p(-mass)
+        return torch.cat([lp, rest], -1)
+
+    teacher = with_rest(logp.float())
+    student = with_rest(logits.float().log_softmax(-1).gather(-1, ids.long()))
+    return (teacher.exp() * (teacher - student)).sum(-1).mean()
 
 
 # ---- recipe ------------------------------------------------------------------------------------------------------
@@ -220,8 +278,11 @@ class LMRecipe(Recipe):
             raise VivavoceError(f"{cfg.tokens}: no training or no dev examples (tokenise a corpus with both splits)")
         rate = rows[0].get("token_rate", 12.5)  # caches written before rows recorded it are all 12.5 Hz
         log(f"train {json.dumps(summarize(train_ex, rate))}\ndev {json.dumps(summarize(dev_ex, rate))}")
-        self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed)
-        self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed).take(slice(0, cfg.dev_rows))
+        train_soft = dev_soft = None
+        if cfg.kd_weight > 0:
+            train_soft, dev_soft = self._teacher(train_ex, "train"), self._teacher(dev_ex, "dev")
+        self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed, train_soft)
+        self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed, dev_soft).take(slice(0, cfg.dev_rows))
         if cfg.model.split_spelling:
             self.train_rows.with_spelling(self.processor)
             self.dev_rows.with_spelling(self.processor)
@@ -275,6 +336,31 @@ class LMRecipe(Recipe):
 
     def _grids(self, examples: list[Example]):
         return [self.processor.encode(e.turns, mode=e.mode) for e in examples]
+
+    def _teacher(self, examples: list[Example], name: str) -> list:
+        """`teacher_top_k` for each s2t example (None for the others), computed once per distinct (question,
+        answer) and saved in the run folder under a hash of the pairs, so a resumed run reads it."""
+        from safetensors.torch import load_file, save_file
+
+        key = lambda e: (e.heard, e.turns[-1].text)  # noqa: E731
+        pairs = sorted({key(e) for e in examples if e.task == "s2t" and e.heard})
+        h = hashlib.sha1(json.dumps([pairs, self.cfg.kd_top_k, self.cfg.backbone]).encode()).hexdigest()[:12]
+        path = Path(self.cfg.loop.out_dir) / f"teacher-{name}-{h}.safetensors"
+        if path.is_file():
+            saved = load_file(str(path))
+            ends = saved["ends"].tolist()
+            found = [(saved["ids"][a:b], saved["logp"][a:b]) for a, b in zip([0, *ends], ends)]
+        else:
+            self.log(f"teacher distributions of {len(pairs)} (question, answer) pairs ({name})")
+            found = teacher_top_k(self.model, self.processor, pairs, self.cfg.kd_top_k, bf16=self.cfg.loop.bf16)
+            ends = torch.tensor([len(i) for i, _ in found]).cumsum(0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"ids": torch.cat([i for i, _ in found]), "logp": torch.cat([v for _, v in found]),
+                       "ends": ends}, str(tmp))  # fmt: skip
+            tmp.replace(path)
+        by = dict(zip(pairs, found))
+        return [by[key(e)] if e.task == "s2t" and e.heard else None for e in examples]
 
     # ---- the shared layers' output, once -------------------------------------------------------------------------
 
@@ -334,8 +420,13 @@ class LMRecipe(Recipe):
             out["speech_acc"] = (logits.argmax(-1) == st[smask]).float().mean().detach()
             loss = loss + out["speech"]
         if th is not None:
-            out["text"] = _ce(self.model.text_head(th[tmask]), tt[tmask])
+            logits = self.model.text_head(th[tmask])
+            out["text"] = _ce(logits, tt[tmask])
             loss = loss + self.cfg.text_weight * out["text"]
+            if rows.kd_ids is not None and (kmask := (rows.kd_ids[..., 0] >= 0).to(dev)[tmask]).any():
+                ids, logp = rows.kd_ids.to(dev)[tmask][kmask], rows.kd_logp.to(dev)[tmask][kmask]
+                out["kd"] = kd_loss(logits[kmask], ids, logp)
+                loss = loss + self.cfg.kd_weight * out["kd"]
         out["loss"] = loss
         return out
 
