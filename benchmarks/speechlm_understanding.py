@@ -153,7 +153,7 @@ def main() -> None:
                 report[path][name].update(
                     asr_wer=round(corpus_wer(questions, heard), 4),
                     s2t_wer=round(corpus_wer([e.turns[1].text for e in examples], answered), 4),
-                    written=[dict(heard=h, wrote=w) for h, w in zip(heard, answered)])
+                    written=[dict(question=q, heard=h, wrote=w) for q, h, w in zip(questions, heard, answered)])
             print(path, name, json.dumps(report[path][name]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
