@@ -584,6 +584,13 @@ def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_pat
     assert voiced_uid.startswith(uid) and voiced_uid.endswith("." + voice)
     assert [e.task for e in ex2 if e.source == voiced_uid] == ["asr"]
     assert sorted(e.task for e in ex2 if e.source != voiced_uid) == sorted(e.task for e in ex)
+    # `answers --said`: the LLM's reply to what the user said makes it an s2t question too (the teacher hears it)
+    from vivavoce.train.lm_data import said_answer_texts
+
+    assert said_answer_texts(heard) == ["Because it is so."]  # not joe's reading of it, nor a question
+    ex3 = build_examples(heard, split="train", answers={**answers, voiced_text: "I see."})
+    said = [e for e in ex3 if e.source == voiced_uid and e.task == "s2t"]
+    assert [(e.heard, e.turns[1].text, e.turns[0].speech) for e in said] == [(voiced_text, "I see.", [4, 4, 4])]
 
 
 def test_sampled_answers_are_reading_text_not_s2t_targets_and_resume(tmp_path, monkeypatch, backbone):

@@ -143,6 +143,13 @@ def rendering_questions(rows: list[dict]) -> list[str]:
                    and not str(r["dialogue"]).startswith(ANSWER_PREFIX)})  # fmt: skip
 
 
+def said_answer_texts(rows: list[dict]) -> list[str]:
+    """Distinct texts of the LLM's answers said as user turns (`render --answers --user-voices`): varied user
+    speech whose own replies (`answers --said`) make s2t targets beyond the templated questions."""
+    return sorted({r["text"] for r in rows if str(r["dialogue"]).startswith(ANSWER_PREFIX) and r["turn"] == "user"
+                   and r["split"] == "train"})  # fmt: skip
+
+
 def preset_questions(preset: str, seed: int = 0) -> list[str]:
     """The distinct questions that `render --preset` speaks (all of them, sorted): what `rendering_questions` finds
     in their token cache, known before anything is spoken, so the answers need not wait for the renderings."""
@@ -431,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("answers", help="the frozen LLM's answers to the renderings' questions (s2t targets)")
     a.add_argument("tokens", nargs="?", help="the renderings' token cache (or --preset)")
     a.add_argument("--preset", help="instead: the questions `render --preset` speaks, before they are spoken")
+    a.add_argument("--said", action="store_true", help="with a token cache: reply to the LLM's answers said in the "
+                   "users' voices instead of to the questions (more s2t targets; concatenate the file with the "
+                   "questions' answers for `answers:`)")
     a.add_argument("--threads", type=int, default=1, help="CPU threads (batched decoding gains from a second)")
     a.add_argument("--out", required=True)
     a.add_argument("--backbone", default="smollm2")
@@ -468,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
             if args.preset:
                 questions = preset_questions(args.preset, args.seed)
+            elif args.said:
+                questions = said_answer_texts(load_tokens(args.tokens))
             else:
                 questions = rendering_questions(load_tokens(args.tokens))
             if args.samples:
