@@ -9,8 +9,10 @@
 #           Piper joe costs ~0.2 s a second of speech, so this lane adds ~2 h.
 # Measured 2026-11-27 (round 14), both lanes at once: answers 26 min; questions 9,288 renderings 37 min; answers in
 # users' voices 2,800 renderings 33 min; corpus 3 min (its answers cached); tokenising 12,400 utterances 2.5 min.
+# Then the LLM's replies to those answers as the users said them (round 15: 2,782 speakable of 2,800, 16 min on
+# 2 threads), more s2t targets, joined with the questions' answers in answers-all.jsonl.
 #   OUT=/work/data CORPORA=/work/corpus scripts/build_lm_data.sh     # then: tokens $OUT/tokens.jsonl,
-#                                                                  #       answers $OUT/answers.jsonl
+#                                                                  #       answers $OUT/answers-all.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1
@@ -49,3 +51,5 @@ wait $b || { echo "lane B failed: see $OUT/lane-b.log" >&2; status=1; }
 corpora=("$CORPORA/small" "$CORPORA/users-align" "$CORPORA/users-answers")
 [ "${READING:-0}" = 1 ] && corpora+=("$CORPORA/joe-align" "$CORPORA/answers-align")
 data tokenize "${corpora[@]}" --out "$OUT/tokens.jsonl" --codec "$CODEC"
+[ -s "$OUT/answers-said.jsonl" ] || data answers "$OUT/tokens.jsonl" --said --threads 2 --out "$OUT/answers-said.jsonl"
+cat "$OUT/answers.jsonl" "$OUT/answers-said.jsonl" > "$OUT/answers-all.jsonl"
