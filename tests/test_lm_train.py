@@ -405,7 +405,8 @@ def _cli(*args):
 @pytest.mark.parametrize(
     "yaml_text, message",
     [("phase: cahced\n", "phase must be one of"), ("stage: 1\nbogus_key: 3\n", "unknown config keys"),
-     ("tokens: /nonexistent/tokens.jsonl\n", "no token cache"), ("- a list\n", "mapping")],
+     ("tokens: /nonexistent/tokens.jsonl\n", "no token cache"), ("- a list\n", "mapping"),
+     ("stage: 2\nkd_weight: 1.0\nmodel:\n  train_shared: true\n", "kd_weight distils the frozen LLM")],
 )  # fmt: skip
 def test_bad_config_is_one_line(tmp_path, yaml_text, message):
     path = tmp_path / "bad.yaml"

@@ -232,6 +232,8 @@ class LMRecipe(Recipe):
             raise VivavoceError("stage 2 trains the shared layers: set model.train_shared: true")
         if cfg.stage == 1 and cfg.model.train_shared:
             raise VivavoceError("stage 1 keeps the shared layers frozen: set model.train_shared: false")
+        if cfg.kd_weight > 0 and cfg.stage != 1:  # stage 2's trainable copy would make the teacher a moving student
+            raise VivavoceError("kd_weight distils the frozen LLM: stage 1 only")
         self.cfg, self.log = cfg, log
         self.device = "cpu"
         self.cached = cfg.stage == 1 and cfg.phase == "cached"
