@@ -277,9 +277,8 @@ def test_distillation_targets_are_the_llms_own_distributions_at_the_answer_posit
     import random
 
     from vivavoce.model.processor import ChatTurn
-    from vivavoce.train.lm_recipe import teacher_top_k
-
     from vivavoce.train.lm_data import ExampleConfig
+    from vivavoce.train.lm_recipe import teacher_top_k
 
     s2t_only = ExampleConfig(tts=False, tts_true=False, s2s=False, s2s_guided=False, asr=False)
     cfg = _cfg(tokens, tmp_path / "kd", phase="full", kd_weight=1.0, kd_top_k=8, examples=s2t_only)

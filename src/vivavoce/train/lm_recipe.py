@@ -341,36 +341,43 @@ class LMRecipe(Recipe):
 
     def _teacher(self, examples: list[Example], name: str) -> list:
         """`teacher_top_k` for each s2t example (None for the others), computed once per distinct (question,
-        answer) and saved in the run folder under a hash of the pairs, so a resumed run reads it."""
-        from safetensors.torch import load_file, save_file
-
+        answer) and kept in the run folder under a hash of the pairs, so a resumed run reads it."""
         key = lambda e: (e.heard, e.turns[-1].text)  # noqa: E731
         pairs = sorted({key(e) for e in examples if e.task == "s2t" and e.heard})
         h = hashlib.sha1(json.dumps([pairs, self.cfg.kd_top_k, self.cfg.backbone]).encode()).hexdigest()[:12]
-        path = Path(self.cfg.loop.out_dir) / f"teacher-{name}-{h}.safetensors"
-        if path.is_file():
-            saved = load_file(str(path))
-            ends = saved["ends"].tolist()
-            found = [(saved["ids"][a:b], saved["logp"][a:b]) for a, b in zip([0, *ends], ends)]
-        else:
+
+        def compute() -> dict[str, torch.Tensor]:
             self.log(f"teacher distributions of {len(pairs)} (question, answer) pairs ({name})")
             found = teacher_top_k(self.model, self.processor, pairs, self.cfg.kd_top_k, bf16=self.cfg.loop.bf16)
-            ends = torch.tensor([len(i) for i, _ in found]).cumsum(0)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"ids": torch.cat([i for i, _ in found]), "logp": torch.cat([v for _, v in found]),
-                       "ends": ends}, str(tmp))  # fmt: skip
-            tmp.replace(path)
-        by = dict(zip(pairs, found))
+            return {"ids": torch.cat([i for i, _ in found]), "logp": torch.cat([v for _, v in found]),
+                    "ends": torch.tensor([len(i) for i, _ in found]).cumsum(0)}  # fmt: skip
+
+        saved = self._kept_in_run(f"teacher-{name}-{h}", "teacher distributions", compute)
+        ends = saved["ends"].tolist()
+        by = {pair: (saved["ids"][a:b], saved["logp"][a:b]) for pair, a, b in zip(pairs, [0, *ends], ends)}
         return [by[key(e)] if e.task == "s2t" and e.heard else None for e in examples]
+
+    def _kept_in_run(self, name: str, what: str, compute) -> dict[str, torch.Tensor]:
+        """Tensors that do not depend on trained weights, kept in the run folder as `name`.safetensors (the name
+        hashes what they depend on): read back by a resumed run, else computed and written atomically."""
+        from safetensors.torch import load_file, save_file
+
+        path = Path(self.cfg.loop.out_dir) / f"{name}.safetensors"
+        if path.is_file():
+            self.log(f"reading cached {what} {path}")
+            return load_file(str(path))
+        tensors = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+        return tensors
 
     # ---- the shared layers' output, once -------------------------------------------------------------------------
 
     def _cached_hidden(self, rows: Rows, name: str) -> torch.Tensor:
         """Shared-layer states of every row (bf16 to halve memory), saved as safetensors in the run folder and
         keyed by the data and the speech embedding, so a resumed run reads them instead of recomputing."""
-        from safetensors.torch import load_file, save_file
-
         h = hashlib.sha1()
         fixed = [self.model.speech_embed.weight.detach()]
         if self.model.speech_adapters is not None:
@@ -379,23 +386,20 @@ class LMRecipe(Recipe):
         for t in (rows.text_ids, rows.speech_ids, rows.position_ids, *fixed):
             h.update(t.contiguous().float().numpy().tobytes())
         h.update(f"{self.model.num_shared}".encode())
-        path = Path(self.cfg.loop.out_dir) / f"hidden-{name}-{h.hexdigest()[:12]}.safetensors"
-        if path.is_file():
-            self.log(f"reading cached shared-layer states {path}")
-            return load_file(str(path))["hidden"]
-        out = torch.empty(len(rows), rows.text_ids.shape[1], self.model.hidden_size, dtype=torch.bfloat16)
+        return self._kept_in_run(f"hidden-{name}-{h.hexdigest()[:12]}", "shared-layer states",
+                                 lambda: {"hidden": self._shared_states(rows, name)})["hidden"]
+
+    @torch.inference_mode()
+    def _shared_states(self, rows: Rows, name: str) -> torch.Tensor:
         from tqdm import tqdm
 
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.loop.bf16):
+        out = torch.empty(len(rows), rows.text_ids.shape[1], self.model.hidden_size, dtype=torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.loop.bf16):
             for i in tqdm(range(len(rows)), desc=f"shared states ({name})", mininterval=5):
                 one = slice(i, i + 1)
                 h = self.model.shared_hidden(rows.text_ids[one], rows.speech_ids[one],
                                              position_ids=rows.position_ids[one])
                 out[i] = h[0].to(torch.bfloat16)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"hidden": out}, str(tmp))
-        tmp.replace(path)
         return out
 
     # ---- losses ---------------------------------------------------------------------------------------------------
