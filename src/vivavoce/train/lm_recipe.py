@@ -344,7 +344,8 @@ class LMRecipe(Recipe):
         answer) and kept in the run folder under a hash of the pairs, so a resumed run reads it."""
         key = lambda e: (e.heard, e.turns[-1].text)  # noqa: E731
         pairs = sorted({key(e) for e in examples if e.task == "s2t" and e.heard})
-        h = hashlib.sha1(json.dumps([pairs, self.cfg.kd_top_k, self.cfg.backbone]).encode()).hexdigest()[:12]
+        prompt = self.processor.system_turn("s2t").text  # the teacher's context: a changed prompt is a new teacher
+        h = hashlib.sha1(json.dumps([pairs, prompt, self.cfg.kd_top_k, self.cfg.backbone]).encode()).hexdigest()[:12]
 
         def compute() -> dict[str, torch.Tensor]:
             self.log(f"teacher distributions of {len(pairs)} (question, answer) pairs ({name})")
