@@ -73,8 +73,9 @@ def main() -> None:
 
     def take(text: str, settings: PiperSettings) -> tuple[np.ndarray, np.ndarray]:
         audio, rate = tts.synthesize(text, settings)
-        ids = codec.encode(resample(audio, rate, 16000))
-        mel = log_mel(resample(audio, rate, 16000)).squeeze(0).T.numpy()  # (frames, mels)
+        audio = resample(audio, rate, 16000)
+        ids = codec.encode(audio)
+        mel = log_mel(audio).squeeze(0).T.numpy()  # (frames, mels)
         mel = np.pad(mel, ((0, max(0, len(ids) * per_token - len(mel))), (0, 0)), mode="edge")
         return ids, mel[: len(ids) * per_token].reshape(len(ids), per_token, -1).mean(1)
 
