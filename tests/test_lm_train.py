@@ -632,3 +632,25 @@ def test_sampled_answers_are_reading_text_not_s2t_targets_and_resume(tmp_path, m
     assert len(answer_texts(out)) == 5  # 4 sampled + the greedy one
     with pytest.raises(VivavoceError, match="temperature"):
         write_sampled_answers(questions, out, samples=2, temperature=0.0)
+
+
+def test_steady_renderings_are_one_take_and_sampled_ones_vary(tmp_path):
+    """`render --steady`: Piper's one most likely take, the same audio every time (a reader gets one target per
+    text); without it, every take is a new draw."""
+    from vivavoce.audio.io import read_audio
+    from vivavoce.train.lm_data import render_alignment
+
+    texts = [("turn-a", "Reading the same words again."), ("turn-b", "Reading the same words again.")]
+
+    def takes(folder: str, steady: bool):
+        assert render_alignment(texts, tmp_path / folder, log=lambda m: None, steady=steady) == 0
+        rows = [json.loads(line) for line in (tmp_path / folder / "manifests" / "train-align.jsonl").open()]
+        assert [r["turn"] for r in rows] == ["assistant", "assistant"]
+        return [read_audio(tmp_path / folder / r["audio_16k"], 16000) for r in rows], rows
+
+    (a, b), rows = takes("steady", True)
+    assert a.size > 16000 and a.shape == b.shape and np.array_equal(a, b)
+    assert all(r["steady"] for r in rows)
+    (c, d), rows = takes("sampled", False)
+    assert not (c.shape == d.shape and np.array_equal(c, d))
+    assert not any(r.get("steady") for r in rows)

@@ -218,21 +218,25 @@ def _worker_init() -> None:
         pass
 
 
-def synthesize(job: tuple[str, dict]) -> tuple[dict | None, str | None]:
-    """(manifest row, None) or (None, error line) for one planned utterance; writes both FLACs atomically."""
+def synthesize(job: tuple[str, dict] | tuple[str, dict, bool]) -> tuple[dict | None, str | None]:
+    """(manifest row, None) or (None, error line) for one planned utterance; writes both FLACs atomically. A third
+    item True: Piper speaks its one most likely take (`voices.steady`), the row says `steady`."""
     global _renderer
     import numpy as np
 
     from vivavoce.audio.io import check_audio, resample, write_audio
-    from vivavoce.data.voices import Renderer, get_voice
+    from vivavoce.data.voices import Renderer, get_voice, steady
     from vivavoce.speechtools.tts import espeak_phonemes
 
-    root, labels = job
+    root, labels, *more = job
+    steady_take = bool(more and more[0])
     try:
         if _renderer is None:
             _renderer = Renderer()
         utt = Utterance(**labels)
         voice = get_voice(utt.voice)
+        if steady_take:
+            voice = dataclasses.replace(voice, piper=steady(voice.piper))
         base = None
         if utt.vocode and voice.engine != "espeak":  # an emotion set: every member from one Piper rendering
             key = hashlib.sha1(f"{voice.name}|{voice.piper}|{utt.text}".encode()).hexdigest()[:16]
@@ -247,6 +251,8 @@ def synthesize(job: tuple[str, dict]) -> tuple[dict | None, str | None]:
                    duration=round(audio.size / rate, 4), phonemes=espeak_phonemes(utt.text, voice.phoneme_voice),
                    phoneme_voice=voice.phoneme_voice, timings=None,
                    peak=round(float(np.max(np.abs(audio))), 4))  # fmt: skip
+        if steady_take:
+            row["steady"] = True
         return row, None
     except Exception as e:  # reported and counted by the build, never silently skipped
         return None, f"{labels.get('id')}: {e.__class__.__name__}: {e}"

@@ -101,9 +101,11 @@ def answer_texts(answers: str | Path, limit: int = 0) -> list[tuple[str, str]]:
 
 
 def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], out: str | Path, log=print,
-                     shard: str = ALIGN_SHARD) -> int:
+                     shard: str = ALIGN_SHARD, steady: bool = False) -> int:
     """Speak each text into corpus folder `out` (resumable: finished rows are kept): in the assistant voice as
-    its reply, or, for (id, text, voice) triples, in that user voice as a user turn."""
+    its reply, or, for (id, text, voice) triples, in that user voice as a user turn. `steady`: Piper's one most
+    likely take instead of a sampled one. Two sampled takes of a text share only ~0.42 of their codes
+    (benchmarks/codec_takes.py), so a reader trained on steady takes has one target per text (round 16)."""
     from vivavoce.data.corpus import _resume, _worker_init, synthesize
     from vivavoce.data.voices import ASSISTANT
 
@@ -121,7 +123,7 @@ def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], 
             labels = dict(id=uid, dialogue=uid, turn=turn, prompt_id=uid, kind="align", split="train",
                           text=text, voice=voice, emotion="neutral", intensity=0.0, speed=1.0, pitch_shift=0.0,
                           control=None, vocode=False)  # fmt: skip
-            row, error = synthesize((str(out), labels))
+            row, error = synthesize((str(out), labels, steady))
             if error:
                 errors += 1
                 log(f"  error: {error}")
@@ -432,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--takes", type=int, default=1, help="renderings of each sentence (Piper varies every take)")
     r.add_argument("--user-voices", action="store_true",
                    help="speak each sentence in train user voices instead, one per take (asr data across voices)")
+    r.add_argument("--steady", action="store_true", help="Piper's one most likely take of each text, not a sampled "
+                   "one (reading data with one target per text; use a folder of its own)")
     r.add_argument("--answers", help="speak the LLM's answers in this file (`lm_data answers`) in joe's voice "
                    "instead: reading data, and spoken replies to every rendering of their questions (with "
                    "--user-voices: as user turns in the users' voices)")
@@ -463,14 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "render":
             if args.answers and args.user_voices:  # the answers' varied text as user turns: asr beyond the templates
                 texts = user_voice_texts(answer_texts(args.answers, args.limit), args.seed, args.takes)
-                errors = render_alignment(texts, args.out, log, shard="align-answers-users")
+                errors = render_alignment(texts, args.out, log, shard="align-answers-users", steady=args.steady)
             elif args.answers:
-                errors = render_alignment(answer_texts(args.answers, args.limit), args.out, log, shard="align-answers")
+                errors = render_alignment(answer_texts(args.answers, args.limit), args.out, log, shard="align-answers",
+                                          steady=args.steady)
             elif args.user_voices:
                 texts = user_voice_texts(alignment_texts(args.preset, args.limit, args.seed), args.seed, args.takes)
-                errors = render_alignment(texts, args.out, log, shard="align-users")
+                errors = render_alignment(texts, args.out, log, shard="align-users", steady=args.steady)
             else:
-                errors = render_alignment(alignment_texts(args.preset, args.limit, args.seed, args.takes), args.out, log)
+                texts = alignment_texts(args.preset, args.limit, args.seed, args.takes)
+                errors = render_alignment(texts, args.out, log, steady=args.steady)
             return 1 if errors else 0
         if args.cmd == "answers":
             if bool(args.tokens) == bool(args.preset):
