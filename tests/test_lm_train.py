@@ -654,3 +654,12 @@ def test_steady_renderings_are_one_take_and_sampled_ones_vary(tmp_path):
     (c, d), rows = takes("sampled", False)
     assert not (c.shape == d.shape and np.array_equal(c, d))
     assert not any(r.get("steady") for r in rows)
+
+
+def test_steady_takes_of_one_voice_are_refused(tmp_path, capsys):
+    from vivavoce.train.lm_data import main
+
+    assert main(["render", "--out", str(tmp_path / "c"), "--steady", "--takes", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steady speaks every take of a text alike" in err[0]
+    assert not (tmp_path / "c").exists()  # refused before anything is spoken

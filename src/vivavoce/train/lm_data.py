@@ -465,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.cmd == "render":
+            if args.steady and args.takes > 1 and not args.user_voices:
+                raise VivavoceError("render: --steady speaks every take of a text alike; give --takes 1 (or "
+                                    "--user-voices, whose takes fall on different voices)")
             if args.answers and args.user_voices:  # the answers' varied text as user turns: asr beyond the templates
                 texts = user_voice_texts(answer_texts(args.answers, args.limit), args.seed, args.takes)
                 errors = render_alignment(texts, args.out, log, shard="align-answers-users", steady=args.steady)
