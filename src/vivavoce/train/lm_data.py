@@ -106,18 +106,22 @@ def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], 
     its reply, or, for (id, text, voice) triples, in that user voice as a user turn. `steady`: Piper's one most
     likely take instead of a sampled one. Two sampled takes of a text share only ~0.42 of their codes
     (benchmarks/codec_takes.py), so a reader trained on steady takes has one target per text (round 16)."""
-    from vivavoce.data.corpus import _resume, _worker_init, synthesize
+    from vivavoce.data.corpus import _resume, _worker_init, read_jsonl, synthesize
     from vivavoce.data.voices import ASSISTANT
 
     out = Path(out)
-    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifests" / f"train-{shard}.jsonl"
+    if manifest.is_file() and any(bool(r.get("steady")) != steady for r in read_jsonl(manifest)[0]):
+        kind = "steady" if steady else "sampled"
+        raise VivavoceError(f"{out} holds takes of the other kind; render {kind} takes into a folder of their own")
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     texts = [(t[0], t[1], t[2] if len(t) > 2 else ASSISTANT) for t in texts]
     done = _resume(out, shard, {t[0] for t in texts})
     todo = [t for t in texts if t[0] not in done]
     log(f"{len(texts)} sentences, {len(done)} already spoken, {len(todo)} to speak")
     _worker_init()
     errors = 0
-    with (out / "manifests" / f"train-{shard}.jsonl").open("a") as f:
+    with manifest.open("a") as f:
         for n, (uid, text, voice) in enumerate(todo, 1):
             turn = "assistant" if voice == ASSISTANT else "user"
             labels = dict(id=uid, dialogue=uid, turn=turn, prompt_id=uid, kind="align", split="train",
