@@ -218,9 +218,9 @@ def _worker_init() -> None:
         pass
 
 
-def synthesize(job: tuple[str, dict] | tuple[str, dict, bool]) -> tuple[dict | None, str | None]:
-    """(manifest row, None) or (None, error line) for one planned utterance; writes both FLACs atomically. A third
-    item True: Piper speaks its one most likely take (`voices.steady`), the row says `steady`."""
+def synthesize(job: tuple[str, dict], steady_take: bool = False) -> tuple[dict | None, str | None]:
+    """(manifest row, None) or (None, error line) for one planned utterance; writes both FLACs atomically.
+    `steady_take`: Piper speaks its one most likely take (`voices.steady`), and the row says `steady`."""
     global _renderer
     import numpy as np
 
@@ -228,8 +228,7 @@ def synthesize(job: tuple[str, dict] | tuple[str, dict, bool]) -> tuple[dict | N
     from vivavoce.data.voices import Renderer, get_voice, steady
     from vivavoce.speechtools.tts import espeak_phonemes
 
-    root, labels, *more = job
-    steady_take = bool(more and more[0])
+    root, labels = job
     try:
         if _renderer is None:
             _renderer = Renderer()

@@ -127,7 +127,7 @@ def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], 
             labels = dict(id=uid, dialogue=uid, turn=turn, prompt_id=uid, kind="align", split="train",
                           text=text, voice=voice, emotion="neutral", intensity=0.0, speed=1.0, pitch_shift=0.0,
                           control=None, vocode=False)  # fmt: skip
-            row, error = synthesize((str(out), labels, steady))
+            row, error = synthesize((str(out), labels), steady_take=steady)
             if error:
                 errors += 1
                 log(f"  error: {error}")
