@@ -197,6 +197,34 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     assert set(dev) >= {"speech", "speech_acc"} and all(v == v for v in dev.values())
 
 
+def test_self_feeding_swaps_spoken_inputs_for_the_branchs_own_codes_and_keeps_the_targets(tokens, backbone, tmp_path):
+    import random
+
+    recipe = LMRecipe(_cfg(tokens, tmp_path / "fed", self_feed=1.0), backbone=backbone, log=lambda m: None)
+    idx = list(range(min(2, len(recipe.train_rows))))
+    rows, hidden = recipe.train_rows.take(idx), recipe.hidden[idx]
+    gen = torch.Generator().manual_seed(0)
+    fed, fed_hidden = recipe._self_fed(rows, hidden, gen)
+    st, old, new = rows.speech_targets, rows.speech_ids, fed.speech_ids
+    vocab = recipe.model.config.speech_vocab
+    assert torch.equal(fed.speech_targets, st) and torch.equal(fed.text_ids, rows.text_ids)
+    can = torch.zeros_like(st, dtype=torch.bool)
+    can[:, 1:] = (st[:, :-1] != IGNORE) & (st[:, :-1] < vocab)  # inputs that follow a code target
+    assert torch.equal(new[~can], old[~can])  # start/end of speech, text-only and empty positions untouched
+    changed = new != old
+    assert int(changed.sum()) > 0.5 * int(can.sum())  # self_feed 1: nearly every code is the branch's own draw
+    assert bool((new[can] < vocab).all())
+    assert not torch.equal(fed_hidden, hidden)  # the shared states are of the new inputs
+    first = int(changed.float().argmax(1)[0])  # states before the first swapped input are causal: unchanged
+    assert torch.allclose(fed_hidden[0, :first].float(), hidden[0, :first].float(), atol=0.05)
+    gold, own = recipe._losses(rows, hidden), recipe._losses(fed, fed_hidden)
+    assert float(own["speech"].detach()) != float(gold["speech"].detach())
+    fed_step = recipe.step_losses(random.Random(0))  # a training step feeds the branch its own codes
+    recipe.cfg.self_feed = 0.0
+    true_step = recipe.step_losses(random.Random(0))  # the same batch, the true past
+    assert fed_step["loss"].requires_grad and float(fed_step["speech"]) != float(true_step["speech"])
+
+
 def test_stage2_trains_a_copy_of_the_shared_layers_with_text_replay(tokens, backbone, tmp_path):
     import random
 
@@ -405,7 +433,8 @@ def _cli(*args):
     "yaml_text, message",
     [("phase: cahced\n", "phase must be one of"), ("stage: 1\nbogus_key: 3\n", "unknown config keys"),
      ("tokens: /nonexistent/tokens.jsonl\n", "no token cache"), ("- a list\n", "mapping"),
-     ("stage: 2\nkd_weight: 1.0\nmodel:\n  train_shared: true\n", "kd_weight distils the frozen LLM")],
+     ("stage: 2\nkd_weight: 1.0\nmodel:\n  train_shared: true\n", "kd_weight distils the frozen LLM"),
+     ("self_feed: 1.5\n", "self_feed must be in [0, 1]")],
 )  # fmt: skip
 def test_bad_config_is_one_line(tmp_path, yaml_text, message):
     path = tmp_path / "bad.yaml"

@@ -63,6 +63,11 @@ class LMTrainConfig:
     # The teacher's `kd_top_k` most likely tokens per position are computed once and kept beside the run.
     kd_weight: float = 0.0
     kd_top_k: int = 32
+    # Scheduled sampling in one parallel pass (Mihaylova & Liu, 2019): this share of the spoken inputs is replaced by
+    # the speech branch's own codes, sampled at `self_feed_temperature` from its prediction given the true past, and
+    # the true codes stay the targets. Generation feeds the branch its own codes; teacher forcing never does.
+    self_feed: float = 0.0
+    self_feed_temperature: float = 0.8
     save_dtype: str = "float32"  # run checkpoints (exact resume); `export_checkpoint` writes the shipped bf16 copy
 
 
@@ -232,6 +237,9 @@ class LMRecipe(Recipe):
             raise VivavoceError("stage 2 trains the shared layers: set model.train_shared: true")
         if cfg.stage == 1 and cfg.model.train_shared:
             raise VivavoceError("stage 1 keeps the shared layers frozen: set model.train_shared: false")
+        if not 0.0 <= cfg.self_feed <= 1.0 or cfg.self_feed_temperature <= 0:
+            raise VivavoceError(f"self_feed must be in [0, 1] and self_feed_temperature > 0, not {cfg.self_feed} and "
+                                f"{cfg.self_feed_temperature}")
         if cfg.kd_weight > 0 and cfg.stage != 1:  # stage 2's trainable copy would make the teacher a moving student
             raise VivavoceError("kd_weight distils the frozen LLM: stage 1 only")
         self.cfg, self.log = cfg, log
@@ -437,6 +445,37 @@ class LMRecipe(Recipe):
         out["loss"] = loss
         return out
 
+    @torch.no_grad()
+    def _self_fed(self, rows: Rows, hidden: torch.Tensor | None, gen: torch.Generator) -> tuple[Rows, torch.Tensor | None]:
+        """`rows` with a `self_feed` share of their spoken inputs (codes, not start/end of speech) replaced by codes the
+        speech branch samples given the true past, and the shared states of the new inputs (cached phase). The
+        target at position t is the input at t + 1, so a sample drawn at t goes in at t + 1."""
+        dev, vocab = self.device, self.model.config.speech_vocab
+        pos, st = rows.position_ids.to(dev), rows.speech_targets.to(dev)
+        speech_ids, text_ids = rows.speech_ids.to(dev), rows.text_ids.to(dev)
+        mask = st != IGNORE
+        if not bool(mask.any()):
+            return rows, hidden
+        h = hidden.to(dev, torch.float32) if hidden is not None else self.model.shared_hidden(
+            text_ids, speech_ids, position_ids=pos)  # fmt: skip
+        spelling = rows.spelling_ids.to(dev) if rows.spelling_ids is not None else None
+        _, sh = self.model.branches_from_hidden(h, position_ids=pos, text=False, speech_ids=speech_ids,
+                                                text_ids=text_ids, spelling_ids=spelling)  # fmt: skip
+        logits = self.model.speech_head(sh[mask]).float()[:, :vocab] / self.cfg.self_feed_temperature
+        drawn = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=gen)[:, 0].to(dev)
+        coin = torch.rand(drawn.shape, generator=gen).to(dev) < self.cfg.self_feed
+        swap = torch.zeros_like(mask)
+        swap[mask] = coin & (st[mask] < vocab)
+        swap[:, -1] = False  # a row's last target has no input after it
+        fed = st.clone()
+        fed[mask] = drawn
+        new_ids = speech_ids.clone()
+        new_ids[:, 1:] = torch.where(swap[:, :-1], fed[:, :-1], speech_ids[:, 1:])
+        rows = replace(rows, speech_ids=new_ids.to(rows.speech_ids.device))
+        if hidden is not None:  # the cached states were of the true inputs
+            hidden = self.model.shared_hidden(text_ids, new_ids, position_ids=pos).to(torch.bfloat16)
+        return rows, hidden
+
     def _text_loss(self, rows: Rows) -> torch.Tensor:
         dev = self.device
         pos, tt = rows.position_ids.to(dev), rows.text_targets.to(dev)
@@ -447,7 +486,10 @@ class LMRecipe(Recipe):
 
     def step_losses(self, rng: random.Random) -> dict[str, torch.Tensor]:
         idx = [rng.randrange(len(self.train_rows)) for _ in range(self.cfg.loop.batch_size)]
-        out = self._losses(self.train_rows.take(idx), self.hidden[idx] if self.cached else None)
+        rows, hidden = self.train_rows.take(idx), self.hidden[idx] if self.cached else None
+        if self.cfg.self_feed > 0:
+            rows, hidden = self._self_fed(rows, hidden, torch.Generator().manual_seed(rng.randrange(2**31)))
+        out = self._losses(rows, hidden)
         if self.replay is not None:
             ridx = [rng.randrange(len(self.replay)) for _ in range(max(1, self.cfg.loop.batch_size // 2))]
             out["replay"] = self._text_loss(self.replay.take(ridx))
