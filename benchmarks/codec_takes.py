@@ -62,7 +62,6 @@ def main() -> None:
     from vivavoce.audio.io import resample
     from vivavoce.codec import Codec
     from vivavoce.codec.mel import log_mel
-    from vivavoce.data.voices import steady
     from vivavoce.speechtools.tts import PiperSettings, PiperTTS
     from vivavoce.train.lm_data import load_tokens
 
@@ -83,7 +82,7 @@ def main() -> None:
     pairs = {"sampled_vs_sampled": [0, 0], "sampled_vs_steady": [0, 0]}
     for text in texts:
         first, second = take(text, PiperSettings()), take(text, PiperSettings())
-        one_take = take(text, steady(PiperSettings()))
+        one_take = take(text, PiperSettings().steady())
         for name, other in (("sampled_vs_sampled", second), ("sampled_vs_steady", one_take)):
             same, n = agreement(first, other)
             pairs[name][0] += same

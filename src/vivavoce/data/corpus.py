@@ -220,12 +220,12 @@ def _worker_init() -> None:
 
 def synthesize(job: tuple[str, dict], steady_take: bool = False) -> tuple[dict | None, str | None]:
     """(manifest row, None) or (None, error line) for one planned utterance; writes both FLACs atomically.
-    `steady_take`: Piper speaks its one most likely take (`voices.steady`), and the row says `steady`."""
+    `steady_take`: Piper speaks its one most likely take (`PiperSettings.steady`), and the row says `steady`."""
     global _renderer
     import numpy as np
 
     from vivavoce.audio.io import check_audio, resample, write_audio
-    from vivavoce.data.voices import Renderer, get_voice, steady
+    from vivavoce.data.voices import Renderer, get_voice
     from vivavoce.speechtools.tts import espeak_phonemes
 
     root, labels = job
@@ -235,7 +235,7 @@ def synthesize(job: tuple[str, dict], steady_take: bool = False) -> tuple[dict |
         utt = Utterance(**labels)
         voice = get_voice(utt.voice)
         if steady_take:
-            voice = dataclasses.replace(voice, piper=steady(voice.piper))
+            voice = dataclasses.replace(voice, piper=voice.piper.steady())
         base = None
         if utt.vocode and voice.engine != "espeak":  # an emotion set: every member from one Piper rendering
             key = hashlib.sha1(f"{voice.name}|{voice.piper}|{utt.text}".encode()).hexdigest()[:16]

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +93,6 @@ def get_voice(name: str) -> Voice:
         raise VivavoceError(f"unknown voice {name!r}") from None
 
 
-def steady(settings: PiperSettings) -> PiperSettings:
-    """Piper without its sampling noise: the same audio for the same text every time (rhythm and intonation are
-    the model's most likely ones; length_scale, the voice's tempo, is kept)."""
-    return replace(settings, noise_scale=0.0, noise_w_scale=0.0)
-
 
 class Renderer:
     """Speaks text in a voice and style. Holds Piper processes, so keep one per worker process."""
@@ -145,7 +140,7 @@ class Renderer:
             return self.piper.synthesize(text, settings)
         from vivavoce.audio.io import write_audio
 
-        settings = steady(settings)  # the set's one take: the same in every build, not a random draw
+        settings = settings.steady()  # the set's one take: the same in every build, not a random draw
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".lock"), "w") as lock:  # the first member renders, the others wait and read
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -43,7 +43,7 @@ def speak_prompt(prompt: Prompt | str, voice: str = "piper", steady: bool = Fals
         global _piper
         if _piper is None:
             _piper = PiperTTS()
-        settings = PiperSettings(noise_scale=0.0, noise_w_scale=0.0) if steady else PiperSettings()
+        settings = PiperSettings().steady() if steady else PiperSettings()
         audio, rate = _piper.synthesize(text, settings)
     elif voice == "espeak":
         audio, rate = espeak_synthesize(text)

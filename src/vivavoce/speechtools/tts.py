@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,11 @@ class PiperSettings:
     noise_scale: float = 0.667
     noise_w_scale: float = 0.8
     volume: float = 1.0
+
+    def steady(self) -> PiperSettings:
+        """Piper without its sampling noise: the same audio for the same text every time (rhythm and intonation are
+        the model's most likely ones; length_scale, the voice's tempo, is kept)."""
+        return replace(self, noise_scale=0.0, noise_w_scale=0.0)
 
 
 class _PiperProcess:
