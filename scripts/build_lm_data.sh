@@ -7,6 +7,8 @@
 #           questions are the benchmarks')
 #   READING=1 adds joe saying the questions (2 takes) and the answers (reading data, spoken replies for s2s):
 #           Piper joe costs ~0.2 s a second of speech, so this lane adds ~2 h.
+#   STEADY=1 (with READING=1) speaks joe's readings as Piper's one most likely take (`render --steady`, round 16:
+#           one code sequence per text to learn; one take of each question) into answers-steady and joe-steady.
 # Measured 2026-11-27 (round 14), both lanes at once: answers 26 min; questions 9,288 renderings 37 min; answers in
 # users' voices 2,800 renderings 33 min; corpus 3 min (its answers cached); tokenising 12,400 utterances 2.5 min.
 # Then the LLM's replies to those answers as the users said them (round 15: 2,782 speakable of 2,800, 16 min on
@@ -21,6 +23,11 @@ OUT=${OUT:-cache/lm}
 CORPORA=${CORPORA:-corpus}
 TAKES_ANSWERS=${TAKES_ANSWERS:-1}
 CODEC=src/vivavoce/checkpoints/codec-lite-16k
+if [ "${STEADY:-0}" = 1 ]; then
+    READ_FLAGS=(--steady); READ_TAKES=1; READ_KIND=steady
+else
+    READ_FLAGS=(); READ_TAKES=2; READ_KIND=align
+fi
 mkdir -p "$OUT" "$CORPORA"
 data() { $PY -m vivavoce.train.lm_data "$@"; }
 
@@ -29,14 +36,14 @@ lane_a() {
     data render --answers "$OUT/answers.jsonl" --user-voices --takes "$TAKES_ANSWERS" --limit 0 \
         --out "$CORPORA/users-answers"
     if [ "${READING:-0}" = 1 ]; then
-        data render --answers "$OUT/answers.jsonl" --limit 0 --out "$CORPORA/answers-align"
+        data render --answers "$OUT/answers.jsonl" --limit 0 "${READ_FLAGS[@]}" --out "$CORPORA/answers-$READ_KIND"
     fi
 }
 lane_b() {
     data render --preset small --user-voices --takes 3 --limit 0 --out "$CORPORA/users-align"
     $PY -m vivavoce.cli --threads 1 data build --preset small --out "$CORPORA/small" --workers 1
     if [ "${READING:-0}" = 1 ]; then
-        data render --preset small --takes 2 --limit 0 --out "$CORPORA/joe-align"
+        data render --preset small --takes "$READ_TAKES" --limit 0 "${READ_FLAGS[@]}" --out "$CORPORA/joe-$READ_KIND"
     fi
 }
 lane_a > "$OUT/lane-a.log" 2>&1 &
@@ -49,7 +56,7 @@ wait $b || { echo "lane B failed: see $OUT/lane-b.log" >&2; status=1; }
 [ $status = 0 ] || exit 1
 
 corpora=("$CORPORA/small" "$CORPORA/users-align" "$CORPORA/users-answers")
-[ "${READING:-0}" = 1 ] && corpora+=("$CORPORA/joe-align" "$CORPORA/answers-align")
+[ "${READING:-0}" = 1 ] && corpora+=("$CORPORA/joe-$READ_KIND" "$CORPORA/answers-$READ_KIND")
 data tokenize "${corpora[@]}" --out "$OUT/tokens.jsonl" --codec "$CODEC"
 [ -s "$OUT/answers-said.jsonl" ] || data answers "$OUT/tokens.jsonl" --said --threads 2 --out "$OUT/answers-said.jsonl"
 cat "$OUT/answers.jsonl" "$OUT/answers-said.jsonl" > "$OUT/answers-all.jsonl"
