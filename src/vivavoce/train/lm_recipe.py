@@ -446,7 +446,8 @@ class LMRecipe(Recipe):
         return out
 
     @torch.no_grad()
-    def _self_fed(self, rows: Rows, hidden: torch.Tensor | None, gen: torch.Generator) -> tuple[Rows, torch.Tensor | None]:
+    def _self_fed(self, rows: Rows, hidden: torch.Tensor | None,
+                  gen: torch.Generator) -> tuple[Rows, torch.Tensor | None]:  # fmt: skip
         """`rows` with a `self_feed` share of their spoken inputs (codes, not start/end of speech) replaced by codes the
         speech branch samples given the true past, and the shared states of the new inputs (cached phase). The
         target at position t is the input at t + 1, so a sample drawn at t goes in at t + 1."""
