@@ -93,7 +93,6 @@ def get_voice(name: str) -> Voice:
         raise VivavoceError(f"unknown voice {name!r}") from None
 
 
-
 class Renderer:
     """Speaks text in a voice and style. Holds Piper processes, so keep one per worker process."""
 

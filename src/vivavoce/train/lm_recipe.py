@@ -413,20 +413,24 @@ class LMRecipe(Recipe):
 
     # ---- losses ---------------------------------------------------------------------------------------------------
 
-    def _losses(self, rows: Rows, hidden: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _branches(self, rows: Rows, hidden: torch.Tensor | None, text: bool, speech: bool):
+        """(text branch, speech branch) states of `rows`, from their cached shared states where given."""
         dev = self.device
-        pos = rows.position_ids.to(dev)
-        st, tt = rows.speech_targets.to(dev), rows.text_targets.to(dev)
-        smask, tmask = st != IGNORE, tt != IGNORE
-        want_text = not self.cached and bool(tmask.any())
+        pos, text_ids, speech_ids = rows.position_ids.to(dev), rows.text_ids.to(dev), rows.speech_ids.to(dev)
         if hidden is None:
-            hidden = self.model.shared_hidden(rows.text_ids.to(dev), rows.speech_ids.to(dev), position_ids=pos)
+            hidden = self.model.shared_hidden(text_ids, speech_ids, position_ids=pos)
         else:
             hidden = hidden.to(dev, torch.float32)
         spelling = rows.spelling_ids.to(dev) if rows.spelling_ids is not None else None
-        th, sh = self.model.branches_from_hidden(hidden, position_ids=pos, text=want_text, speech=bool(smask.any()),
-                                                 speech_ids=rows.speech_ids.to(dev), text_ids=rows.text_ids.to(dev),
-                                                 spelling_ids=spelling)  # fmt: skip
+        return self.model.branches_from_hidden(hidden, position_ids=pos, text=text, speech=speech,
+                                               speech_ids=speech_ids, text_ids=text_ids, spelling_ids=spelling)
+
+    def _losses(self, rows: Rows, hidden: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        dev = self.device
+        st, tt = rows.speech_targets.to(dev), rows.text_targets.to(dev)
+        smask, tmask = st != IGNORE, tt != IGNORE
+        want_text = not self.cached and bool(tmask.any())
+        th, sh = self._branches(rows, hidden, text=want_text, speech=bool(smask.any()))
         out: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=dev)
         if sh is not None:
@@ -452,16 +456,11 @@ class LMRecipe(Recipe):
         speech branch samples given the true past, and the shared states of the new inputs (cached phase). The
         target at position t is the input at t + 1, so a sample drawn at t goes in at t + 1."""
         dev, vocab = self.device, self.model.config.speech_vocab
-        pos, st = rows.position_ids.to(dev), rows.speech_targets.to(dev)
-        speech_ids, text_ids = rows.speech_ids.to(dev), rows.text_ids.to(dev)
+        st = rows.speech_targets.to(dev)
         mask = st != IGNORE
         if not bool(mask.any()):
             return rows, hidden
-        h = hidden.to(dev, torch.float32) if hidden is not None else self.model.shared_hidden(
-            text_ids, speech_ids, position_ids=pos)  # fmt: skip
-        spelling = rows.spelling_ids.to(dev) if rows.spelling_ids is not None else None
-        _, sh = self.model.branches_from_hidden(h, position_ids=pos, text=False, speech_ids=speech_ids,
-                                                text_ids=text_ids, spelling_ids=spelling)  # fmt: skip
+        _, sh = self._branches(rows, hidden, text=False, speech=True)
         logits = self.model.speech_head(sh[mask]).float()[:, :vocab] / self.cfg.self_feed_temperature
         drawn = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=gen)[:, 0].to(dev)
         coin = torch.rand(drawn.shape, generator=gen).to(dev) < self.cfg.self_feed
@@ -470,11 +469,12 @@ class LMRecipe(Recipe):
         swap[:, -1] = False  # a row's last target has no input after it
         fed = st.clone()
         fed[mask] = drawn
-        new_ids = speech_ids.clone()
-        new_ids[:, 1:] = torch.where(swap[:, :-1], fed[:, :-1], speech_ids[:, 1:])
+        new_ids = rows.speech_ids.to(dev).clone()
+        new_ids[:, 1:] = torch.where(swap[:, :-1], fed[:, :-1], new_ids[:, 1:])
         rows = replace(rows, speech_ids=new_ids.to(rows.speech_ids.device))
         if hidden is not None:  # the cached states were of the true inputs
-            hidden = self.model.shared_hidden(text_ids, new_ids, position_ids=pos).to(torch.bfloat16)
+            hidden = self.model.shared_hidden(rows.text_ids.to(dev), new_ids,
+                                              position_ids=rows.position_ids.to(dev)).to(torch.bfloat16)
         return rows, hidden
 
     def _text_loss(self, rows: Rows) -> torch.Tensor:
