@@ -105,7 +105,8 @@ def teacher_forced_argmax(engine, row: dict) -> list[int]:
     grid = proc.encode([ChatTurn("user", row["text"]), reply], mode="tts")
     t, s = grid.tensors()
     with torch.inference_mode():
-        spelling = proc.spelling_ids(t, s) if model.config.split_spelling else None
+        config = model.config
+        spelling = proc.spelling_ids(t, s, phonemes=config.split_phonemes) if config.split_spelling else None
         _, sh = model.branches_from_hidden(model.shared_hidden(t, s), text=False, speech_ids=s, text_ids=t,
                                            spelling_ids=spelling)  # fmt: skip
         targets = torch.tensor(grid.speech_targets)

@@ -156,15 +156,15 @@ def _text_weights(backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("phase", ["cached", "full", "cached+spelling"])
+@pytest.mark.parametrize("phase", ["cached", "full", "cached+spelling", "cached+phonemes"])
 def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_path, phase):
     import random
 
     before = _text_weights(backbone)
-    spelling = phase.endswith("+spelling")
-    phase = phase.removesuffix("+spelling")
+    phase, _, split = phase.partition("+")
     cfg = _cfg(tokens, tmp_path / phase, phase=phase)
-    cfg.model.split_spelling = spelling
+    cfg.model.split_spelling = spelling = bool(split)
+    cfg.model.split_phonemes = split == "phonemes"
     cfg.loop.batch_size = 2 if phase == "cached" else 1  # a full step back-propagates through all 30 layers
     recipe = LMRecipe(cfg, backbone=backbone, log=lambda m: None)
     embed0 = recipe.model.speech_embed.weight.detach().clone()
@@ -187,12 +187,17 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(recipe.model.speech_embed.weight, embed0) == (phase == "cached")
     if spelling:  # the rows carry the letters of the words being said, and the loss reaches the tables through them
+        from vivavoce.model.spelling import SLOTS
+
         rows = recipe.train_rows.spelling_ids
-        assert rows is not None and int((rows[..., -1] > 0).sum()) > 100
-        spelled = [i for i in range(len(rows)) if bool((rows[i, :, -1] > 0).any())][:2]
+        assert rows is not None and int((rows[..., SLOTS] > 0).sum()) > 100
+        assert bool(rows[..., SLOTS + 1 :].any()) == (split == "phonemes")
+        spelled = [i for i in range(len(rows)) if bool((rows[i, :, SLOTS] > 0).any())][:2]
         opt.zero_grad()
         recipe._losses(recipe.train_rows.take(spelled), recipe.hidden[spelled])["loss"].backward()
-        assert recipe.model.speech_split_spelling.letters.weight.grad.abs().sum() > 0
+        tables = recipe.model.speech_split_spelling
+        assert tables.letters.weight.grad.abs().sum() > 0
+        assert (tables.phones is not None and tables.phones.weight.grad.abs().sum() > 0) == (split == "phonemes")
     dev = recipe.eval_losses()
     assert set(dev) >= {"speech", "speech_acc"} and all(v == v for v in dev.values())
 

@@ -297,20 +297,47 @@ def test_spelling_rows_name_the_word_being_said(backbone, proc):
     assert torch.equal(packed[len(grid):], rows) and torch.equal(packed[: len(grid)], rows)
 
 
-def test_spelling_input_in_generation_matches_the_grid(backbone, model):
+def test_phoneme_rows_hold_espeaks_phonemes_of_the_word_being_said(backbone, proc):
+    """With phonemes, each spelled row also holds its word's espeak-ng phonemes (digits said as numbers); the
+    letters and ages are the rows without them, and rows without a word hold no phonemes."""
+    from vivavoce.codec.phonemes import decode_phonemes, vocabulary
+    from vivavoce.model.spelling import SLOTS, SYMBOLS
+
+    grid = proc.encode([ChatTurn("user", speech=codes(7)),
+                        ChatTurn("assistant", "Penguins can't fly, 2 ways.", speech=codes(70, 1))], "s2s")  # fmt: skip
+    t, s = grid.tensors()
+    plain, rows = proc.spelling_ids(t, s)[0], proc.spelling_ids(t, s, phonemes=True)[0]
+    assert torch.equal(rows[:, : SLOTS + 1], plain[:, : SLOTS + 1]) and not plain[:, SLOTS + 1 :].any()
+    n, heard = len(vocabulary()), {}
+    for r in rows.tolist():
+        if r[SLOTS]:
+            word = "".join(SYMBOLS[(x - 1) % len(SYMBOLS)] for x in r[:SLOTS] if x)
+            slots = [x for x in r[SLOTS + 1 :] if x]
+            assert [(x - 1) // n for x in slots] == list(range(len(slots)))  # slot k holds the k-th phoneme
+            heard[word] = decode_phonemes([(x - 1) % n + 1 for x in slots])
+        else:
+            assert not any(r[SLOTS + 1 :])
+    assert heard["penguins"] == "p ɛ ŋ ɡ w ɪ n z"
+    assert heard["fly,"] == "f l aɪ" and heard["2"] == "t uː"
+
+
+@pytest.mark.parametrize("phonemes", [False, True])
+def test_spelling_input_in_generation_matches_the_grid(backbone, model, phonemes):
     """The spelling rows a session feeds as it decodes (guided text lane rewound between words) are the rows the
     trainer computes from the finished grid: greedy codes are the argmax of a full forward over that grid."""
     proc = SpeechLMProcessor(backbone.tokenizer, model.config)
-    m = SpeechLM(backbone, replace(model.config, split_spelling=True)).eval()
+    m = SpeechLM(backbone, replace(model.config, split_spelling=True, split_phonemes=phonemes)).eval()
     user = codes(14, 5)
     grid = proc.encode([ChatTurn("user", speech=user)], "s2s", add_generation_prompt=True)
     t, s = grid.tensors()
+    spell = m.speech_split_spelling
+    tables = [spell.letters, spell.age] + [spell.phones] * phonemes
     with torch.no_grad():
-        assert torch.equal(m(t, s, spelling_ids=proc.spelling_ids(t, s)).speech_logits, model(t, s).speech_logits)
-        m.speech_split_spelling.letters.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
-        m.speech_split_spelling.age.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
-        m.speech_split_spelling.letters.weight[0] = 0
-        m.speech_split_spelling.age.weight[0] = 0
+        spelled = m(t, s, spelling_ids=proc.spelling_ids(t, s, phonemes=phonemes))
+        assert torch.equal(spelled.speech_logits, model(t, s).speech_logits)
+        for seed, table in enumerate(tables):
+            table.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed))
+            table.weight[0] = 0
     fast = FastDecoder.for_speechlm(m, FastDecodeConfig("float32", max_len=256))
     session = SpeechSession(m, proc, fast, keep_text_cache=False)
     session.push(user)
@@ -323,7 +350,7 @@ def test_spelling_input_in_generation_matches_the_grid(backbone, model):
     grid = proc.encode([ChatTurn("user", speech=user), ChatTurn("assistant", proc.decode_text(text), speech=speech)],
                        "s2s")  # fmt: skip
     t, s = grid.tensors()
-    spelling = proc.spelling_ids(t, s)
+    spelling = proc.spelling_ids(t, s, phonemes=phonemes)
     with torch.no_grad():
         full = m(t, s, spelling_ids=spelling).speech_logits[0]
         blind = m(t, s, spelling_ids=torch.zeros_like(spelling)).speech_logits[0]
@@ -615,6 +642,14 @@ def test_stage_1_checkpoint_starts_a_stage_2_model(backbone, model, tmp_path):
     grown.load_trainable(path, across_stages=True)
     assert torch.equal(grown.speech_head.weight, model.speech_head.weight)
     assert grown.speech_split_spelling.letters.weight.abs().sum() == 0
+    voiced = SpeechLM(backbone, replace(grown.config, split_phonemes=True))  # phonemes on a spelling checkpoint
+    grown.speech_split_spelling.letters.weight.data.normal_()
+    grown.save_trainable(path)
+    voiced.load_trainable(path, across_stages=True)
+    assert torch.equal(voiced.speech_split_spelling.letters.weight, grown.speech_split_spelling.letters.weight)
+    assert voiced.speech_split_spelling.phones.weight.abs().sum() == 0
+    with pytest.raises(VivavoceError, match="split_spelling"):
+        SpeechLM(backbone, replace(model.config, split_phonemes=True))
 
 def test_engine_without_checkpoint_is_one_line_error(tmp_path):
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig

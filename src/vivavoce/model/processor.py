@@ -323,22 +323,30 @@ class SpeechLMProcessor:
         pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         return [letters_of(p or "") for p in pieces], [bool(p) and p[0] in "ĠĊĉ" for p in pieces]
 
-    def spelling_track(self):
-        """A fresh streaming spelling tracker for this layout (aligned guided replies; the word lead is the delay)."""
+    @cached_property
+    def phonemizer(self):
+        """The words' phonemes for the spelling input (`split_phonemes`), remembered across tracks."""
+        from vivavoce.model.spelling import Phonemizer
+
+        return Phonemizer()
+
+    def spelling_track(self, phonemes: bool = False):
+        """A fresh streaming spelling tracker for this layout (aligned guided replies; the word lead is the delay);
+        `phonemes`: its rows also hold the words' phonemes (models with split_phonemes)."""
         from vivavoce.model.spelling import SpellingTrack
 
         if self.config.guided_layout != "aligned":
             raise VivavoceError("the spelling input follows the aligned guided layout; this layout is lead")
         letters, word_start = self._token_spelling
         return SpellingTrack(letters, word_start, self.im_start, self.newline[0], {self.im_end, *self.stop_ids},
-                             self.config.guided_delay)  # fmt: skip
+                             self.config.guided_delay, self.phonemizer if phonemes else None)  # fmt: skip
 
     def spelling_ids(self, text_ids: torch.Tensor, speech_ids: torch.Tensor,
-                     position_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                     position_ids: torch.Tensor | None = None, phonemes: bool = False) -> torch.Tensor:  # fmt: skip
         """(B, T) grids (packed rows: with their position ids) → (B, T, WIDTH) spelling ids."""
         from vivavoce.model.spelling import spelling_ids
 
-        return spelling_ids(self.spelling_track(), text_ids, speech_ids, position_ids)
+        return spelling_ids(self.spelling_track(phonemes), text_ids, speech_ids, position_ids)
 
     # ---- grid → conversation -----------------------------------------------------------------------------------
 

@@ -59,6 +59,9 @@ class SpeechLMConfig:
     # And the letters of the word being said, with its age in positions (`model/spelling.py`): spelling → sound
     # can then be learnt across words, not one BPE token at a time. Zero at the start.
     split_spelling: bool = False
+    # And the word's phonemes (espeak-ng's, in the codec tokenizer's units) in the same rows: sound without English
+    # spelling's detours (round 18). Needs split_spelling. Zero at the start.
+    split_phonemes: bool = False
     # Speech-gated low-rank adapters on every shared layer (`model/adapters.py`), this rank (0: none). They act
     # only at positions holding a speech token, so text-only input still runs the backbone bit for bit; they let
     # the frozen shared layers re-map speech (understanding) without stage 2's full copy. Zero at the start.
@@ -102,6 +105,8 @@ class SpeechLM(nn.Module):
         L, K = backbone.num_layers, config.split_layers
         if not 1 <= K < L:
             raise VivavoceError(f"split_layers must be in 1..{L - 1}, not {K}")
+        if config.split_phonemes and not config.split_spelling:
+            raise VivavoceError("split_phonemes rides on the spelling input: set split_spelling too")
         self.config = config
         self.backbone_config = backbone.config
         self.tokenizer = backbone.tokenizer
@@ -151,7 +156,7 @@ class SpeechLM(nn.Module):
         if config.split_spelling:
             from vivavoce.model.spelling import SpellingEmbedding  # it imports this module's NONE
 
-            self.speech_split_spelling = SpellingEmbedding(self.hidden_size, dtype=dtype)
+            self.speech_split_spelling = SpellingEmbedding(self.hidden_size, dtype, config.split_phonemes)
         self._init_speech(config)
 
         self.requires_grad_(False)
@@ -237,6 +242,9 @@ class SpeechLM(nn.Module):
                 if getattr(self.config, flag) and not getattr(config, flag):
                     config = replace(config, **{flag: True})
                     optional += (f"speech_{flag}.",)
+            if self.config.split_phonemes and not config.split_phonemes:
+                config = replace(config, split_phonemes=True)
+                optional += ("speech_split_spelling.phones.",)
             if self.config.speech_adapter_rank and not config.speech_adapter_rank:
                 config = replace(config, speech_adapter_rank=self.config.speech_adapter_rank,
                                  speech_adapter_scope=self.config.speech_adapter_scope)
@@ -251,8 +259,9 @@ class SpeechLM(nn.Module):
             for name, module in self.trainable_modules().items():
                 prefix = name + "."
                 sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                if sub:  # absent only where allowed above
-                    module.load_state_dict({k: v.to(own[prefix + k].dtype) for k, v in sub.items()})
+                if sub:  # absent only where allowed above: those keep their starting values
+                    start = {k[len(prefix) :]: v for k, v in own.items() if k.startswith(prefix)}
+                    module.load_state_dict(start | {k: v.to(own[prefix + k].dtype) for k, v in sub.items()})
 
     @classmethod
     def load(cls, path: str | Path, backbone: Backbone) -> "SpeechLM":

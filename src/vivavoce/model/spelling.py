@@ -10,7 +10,13 @@ guided layout (`processor.py`) each word's first text token sits `delay` positio
 speech starts. At position p the word being said is the last word whose first token sits at or before p − delay;
 its letters are those of its tokens at positions up to its start + delay (all of them, for words of at most
 delay + 1 tokens), and its age is p − delay − its start. Ids: letter slot s of symbol c → 1 + s·N + c (0: none),
-then the age + 1 (0: no word), one row of `SLOTS + 1` per position.
+then the age + 1 (0: no word), then the word's phonemes the same way (`split_phonemes`, zero otherwise): one row of
+`WIDTH` per position.
+
+Phonemes (round 18): English spelling is a poor guide to sound, and a few thousand training texts teach the branch
+letter → sound for the words it saw, not for new ones. The codec tokenizer was trained to carry espeak-ng's
+phonemes (its CTC head reads them from the codes), so given the word's phonemes the branch has a near-direct map to
+learn. espeak-ng (GPL) runs as a separate process, once per distinct word (`Phonemizer`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vivavoce.codec.phonemes import encode_phonemes, vocabulary
 from vivavoce.model.speechlm import NONE
 
 SYMBOLS = "abcdefghijklmnopqrstuvwxyz0123456789',.?!;:-"
@@ -27,22 +34,58 @@ AGES = 32  # ages 0..31 (older: 31)
 # about the learning rate a step under Adam, so unscaled it would stay a hundredth of them for thousands of steps:
 # its output is multiplied by this, which acts as a learning-rate multiplier for the table.
 SCALE = 16.0
-WIDTH = SLOTS + 1
+PHONE_SLOTS = 16  # phonemes of a word that are seen
+WIDTH = SLOTS + 1 + PHONE_SLOTS
 _INDEX = {c: i for i, c in enumerate(SYMBOLS)}
+_SILENT = str.maketrans({c: None for c in ",.?!;:"} | {"-": " "})
 
 
 def letters_of(piece: str) -> list[int]:
     return [_INDEX[c] for c in piece.lower() if c in _INDEX]
 
 
+def word_of(letters: list[int]) -> str:
+    """The word as the spelling input sees it (lower case, symbols of SYMBOLS only), ready to be phonemised."""
+    return " ".join("".join(SYMBOLS[c] for c in letters).translate(_SILENT).split())
+
+
+class Phonemizer:
+    """Word → phoneme ids of the codec tokenizer's CTC head (`codec/phonemes.py`), by espeak-ng in a separate
+    process; each distinct word is phonemised once. `prime` phonemises many words in a few calls."""
+
+    def __init__(self, voice: str = "en-us"):
+        self.voice = voice
+        self.known: dict[str, list[int]] = {"": []}
+
+    def __call__(self, word: str) -> list[int]:
+        if word not in self.known:
+            self.prime([word])
+        return self.known[word]
+
+    def prime(self, words, chunk: int = 200) -> None:
+        from vivavoce.speechtools.tts import espeak_ipa_lines  # a separate process: espeak-ng is GPL
+
+        todo = sorted({w for w in words if w not in self.known})
+        for i in range(0, len(todo), chunk):
+            part = todo[i : i + chunk]
+            # A comma after each word makes espeak print one line per word; where the lines do not match the
+            # words one to one (a word espeak splits at a clause break), each word gets a call of its own.
+            lines = espeak_ipa_lines(", ".join(part), self.voice, check=False)
+            if lines is None or len(lines) != len(part):
+                lines = [" ".join(espeak_ipa_lines(w, self.voice, check=False) or []) for w in part]
+            self.known.update({w: encode_phonemes(ipa) for w, ipa in zip(part, lines)})
+
+
 class SpellingTrack:
     """Streaming state: push each position's (text id, speech id), get its spelling row (WIDTH ints). Turns are
-    told apart by <|im_start|>; a turn's body starts after the newline that ends its header."""
+    told apart by <|im_start|>; a turn's body starts after the newline that ends its header. With a `phonemizer`
+    the rows also hold the word's phonemes."""
 
     def __init__(self, token_letters: list[list[int]], word_start: list[bool], im_start: int, newline: int,
-                 ends: set[int], delay: int):  # fmt: skip
+                 ends: set[int], delay: int, phonemizer: Phonemizer | None = None):  # fmt: skip
         self.token_letters, self.word_start = token_letters, word_start
         self.im_start, self.newline, self.ends, self.delay = im_start, newline, ends, delay
+        self.phonemizer = phonemizer
         self.reset()
 
     def reset(self) -> None:
@@ -80,6 +123,10 @@ class SpellingTrack:
                 for s, c in enumerate(letters[:SLOTS]):
                     row[s] = 1 + s * n + c
                 row[SLOTS] = 1 + min(p - self.delay - start, AGES - 1)
+                if self.phonemizer is not None:
+                    n = len(vocabulary())
+                    for s, ph in enumerate(self.phonemizer(word_of(letters))[:PHONE_SLOTS]):
+                        row[SLOTS + 1 + s] = 1 + s * n + ph - 1
                 break
         return row
 
@@ -91,6 +138,14 @@ def spelling_ids(track: SpellingTrack, text_ids: torch.Tensor, speech_ids: torch
     B, T = text_ids.shape
     out = torch.zeros(B, T, WIDTH, dtype=torch.long)
     tx, sp = text_ids.tolist(), speech_ids.tolist()
+    if track.phonemizer is not None:  # every word of the grids in a few espeak calls, not one call per word
+        words, letters = [], []
+        for t in (t for row in tx for t in row if t != NONE and t < len(track.token_letters)):
+            if track.word_start[t] and letters:
+                words.append(word_of(letters))
+                letters = []
+            letters += track.token_letters[t]
+        track.phonemizer.prime([*words, word_of(letters)])
     pos = position_ids.tolist() if position_ids is not None else None
     for b in range(B):
         track.reset()
@@ -104,15 +159,23 @@ def spelling_ids(track: SpellingTrack, text_ids: torch.Tensor, speech_ids: torch
 
 
 class SpellingEmbedding(nn.Module):
-    """Spelling ids (…, WIDTH) → (…, H): the sum of per-slot letter embeddings and an age embedding. Zero at the
-    start, so a model gains it without changing what it computes."""
+    """Spelling ids (…, WIDTH) → (…, H): the sum of per-slot letter embeddings, an age embedding and, with
+    `phonemes`, per-slot phoneme embeddings. Zero at the start, so a model gains it without changing what it
+    computes."""
 
-    def __init__(self, hidden_size: int, dtype=None):
+    def __init__(self, hidden_size: int, dtype=None, phonemes: bool = False):
         super().__init__()
         self.letters = nn.Embedding(1 + SLOTS * len(SYMBOLS), hidden_size, padding_idx=0, dtype=dtype)
         self.age = nn.Embedding(1 + AGES, hidden_size, padding_idx=0, dtype=dtype)
         nn.init.zeros_(self.letters.weight)
         nn.init.zeros_(self.age.weight)
+        self.phones = None
+        if phonemes:
+            self.phones = nn.Embedding(1 + PHONE_SLOTS * len(vocabulary()), hidden_size, padding_idx=0, dtype=dtype)
+            nn.init.zeros_(self.phones.weight)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return SCALE * (self.letters(ids[..., :SLOTS]).sum(-2) + self.age(ids[..., SLOTS]))
+        out = self.letters(ids[..., :SLOTS]).sum(-2) + self.age(ids[..., SLOTS])
+        if self.phones is not None:
+            out = out + self.phones(ids[..., SLOTS + 1 :]).sum(-2)
+        return SCALE * out

@@ -129,8 +129,8 @@ class Rows:
         return Rows(self.text_ids[idx], self.speech_ids[idx], self.text_targets[idx], self.speech_targets[idx],
                     self.position_ids[idx], 0, pick(self.spelling_ids), pick(self.kd_ids), pick(self.kd_logp))
 
-    def with_spelling(self, processor) -> Rows:
-        self.spelling_ids = processor.spelling_ids(self.text_ids, self.speech_ids, self.position_ids)
+    def with_spelling(self, processor, phonemes: bool = False) -> Rows:
+        self.spelling_ids = processor.spelling_ids(self.text_ids, self.speech_ids, self.position_ids, phonemes)
         return self
 
 
@@ -294,8 +294,8 @@ class LMRecipe(Recipe):
         self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed, train_soft)
         self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed, dev_soft).take(slice(0, cfg.dev_rows))
         if cfg.model.split_spelling:
-            self.train_rows.with_spelling(self.processor)
-            self.dev_rows.with_spelling(self.processor)
+            self.train_rows.with_spelling(self.processor, cfg.model.split_phonemes)
+            self.dev_rows.with_spelling(self.processor, cfg.model.split_phonemes)
         log(f"packed {self.train_rows.examples} examples into {len(self.train_rows)} rows of {cfg.row_tokens}; "
             f"dev {len(self.dev_rows)} rows")  # fmt: skip
         self.replay = self.replay_dev = None
@@ -604,7 +604,7 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
     for task in sorted({e.task for e in examples}):
         rows = pack([proc.encode(e.turns, mode=e.mode) for e in examples if e.task == task], row_tokens)
         if config.split_spelling:
-            rows.with_spelling(proc)
+            rows.with_spelling(proc, config.split_phonemes)
         sums = {"speech": 0.0, "speech_acc": 0.0, "text": 0.0, "speech_n": 0, "text_n": 0}
         counts = torch.zeros(config.speech_vocab + 2)
         for i in range(len(rows)):
