@@ -124,9 +124,9 @@ class SpellingTrack:
                     row[s] = 1 + s * n + c
                 row[SLOTS] = 1 + min(p - self.delay - start, AGES - 1)
                 if self.phonemizer is not None:
-                    n = len(vocabulary())
+                    units = len(vocabulary())
                     for s, ph in enumerate(self.phonemizer(word_of(letters))[:PHONE_SLOTS]):
-                        row[SLOTS + 1 + s] = 1 + s * n + ph - 1
+                        row[SLOTS + 1 + s] = 1 + s * units + ph - 1
                 break
         return row
 
