@@ -63,15 +63,14 @@ class Phonemizer:
         return self.known[word]
 
     def prime(self, words, chunk: int = 200) -> None:
-        from vivavoce.speechtools.tts import espeak_ipa_lines  # a separate process: espeak-ng is GPL
+        from vivavoce.speechtools.tts import espeak_ipa_lines, espeak_words  # separate processes: espeak-ng is GPL
 
         todo = sorted({w for w in words if w not in self.known})
         for i in range(0, len(todo), chunk):
             part = todo[i : i + chunk]
-            # A comma after each word makes espeak print one line per word; where the lines do not match the
-            # words one to one (a word espeak splits at a clause break), each word gets a call of its own.
-            lines = espeak_ipa_lines(", ".join(part), self.voice, check=False)
-            if lines is None or len(lines) != len(part):
+            # Where espeak's lines do not match the words one to one, each word gets a call of its own.
+            lines = espeak_words(part, self.voice)
+            if lines is None:
                 lines = [" ".join(espeak_ipa_lines(w, self.voice, check=False) or []) for w in part]
             self.known.update({w: encode_phonemes(ipa) for w, ipa in zip(part, lines)})
 

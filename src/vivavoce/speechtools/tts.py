@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -159,6 +160,16 @@ def espeak_ipa_lines(text: str, voice: str = "en-us", check: bool = True) -> lis
             return None
         raise VivavoceError(f"espeak-ng failed: {run.stderr.strip()}")
     return [line.strip() for line in run.stdout.splitlines() if line.strip()]
+
+
+def espeak_words(words: list[str], voice: str = "en-us") -> list[str] | None:
+    """IPA of each word, from one espeak-ng call (a comma after each word makes espeak print one line per word);
+    None where espeak's lines do not match the words one to one (numbers and abbreviations may merge)."""
+    clean = [re.sub(r"[^\w' -]", "", w).strip() for w in words]
+    if not all(clean):
+        return None
+    lines = espeak_ipa_lines(", ".join(clean), voice, check=False)
+    return lines if lines is not None and len(lines) == len(words) else None
 
 
 def espeak_phonemes(text: str, voice: str = "en-us") -> str:

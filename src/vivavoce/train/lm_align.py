@@ -10,25 +10,13 @@ the text (`processor.estimate_onsets`), whose rate constants `fit_onset_rule` fi
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
 from vivavoce.codec.phonemes import encode_phonemes
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import SPEAKABLE
-from vivavoce.speechtools.tts import espeak_ipa_lines
-
-
-def espeak_words(words: list[str], voice: str = "en-us") -> list[str] | None:
-    """IPA of each word, from one espeak-ng call (a comma after each word makes espeak print one line per word);
-    None where espeak's lines do not match the words one to one (numbers and abbreviations may merge)."""
-    clean = [re.sub(r"[^\w' -]", "", w).strip() for w in words]
-    if not all(clean):
-        return None
-    lines = espeak_ipa_lines(", ".join(clean), voice, check=False)
-    return lines if lines is not None and len(lines) == len(words) else None
+from vivavoce.speechtools.tts import espeak_words
 
 
 def ctc_viterbi_starts(log_probs: np.ndarray, labels: list[int]) -> list[int] | None:
