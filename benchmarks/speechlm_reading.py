@@ -101,12 +101,14 @@ def teacher_forced_argmax(engine, row: dict) -> list[int]:
     from vivavoce.model.speechlm import IGNORE
 
     model, proc = engine.model, engine.processor
-    reply = ChatTurn("assistant", row["text"], row["speech_ids"], onsets=row["word_onsets"])
+    reply = ChatTurn("assistant", row["text"], row["speech_ids"], onsets=row["word_onsets"],
+                     phone_onsets=row.get("phone_onsets"))
     grid = proc.encode([ChatTurn("user", row["text"]), reply], mode="tts")
     t, s = grid.tensors()
     with torch.inference_mode():
         config = model.config
-        spelling = proc.spelling_ids(t, s, phonemes=config.split_phonemes) if config.split_spelling else None
+        spelling = proc.spelling_ids(t, s, phonemes=config.split_phonemes, phone_track=config.split_phone_track,
+                                     phone_index=torch.tensor([grid.phone_index])) if config.split_spelling else None
         _, sh = model.branches_from_hidden(model.shared_hidden(t, s), text=False, speech_ids=s, text_ids=t,
                                            spelling_ids=spelling)  # fmt: skip
         targets = torch.tensor(grid.speech_targets)

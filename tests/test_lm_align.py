@@ -7,7 +7,8 @@ import pytest
 
 from conftest_train import one_torch_thread  # noqa: F401  (module fixture)
 from vivavoce.model.processor import ProcessorConfig, SpeechLMProcessor
-from vivavoce.train.lm_align import ctc_viterbi_starts, fit_onset_rule, word_onsets
+from vivavoce.model.speechlm import SpeechLMConfig
+from vivavoce.train.lm_align import ctc_viterbi_starts, fit_onset_rule, fit_phone_durations, word_onsets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,6 +41,12 @@ def test_onsets_of_real_speech_find_the_word_after_a_pause(backbone):
     assert len(starts) == 3 and starts[0] < starts[1] < starts[2]
     london_at = (first.size + 1.2 * rate) / rate * codec.token_rate  # where "London" begins, in tokens
     assert abs(starts[2] - london_at) <= 4 and starts[1] < first.size / rate * codec.token_rate
+    same, phones = word_onsets(ids, proc.words(text), len(text), codec.tokenizer, phones=True)
+    assert same == onsets
+    timed = [p for p in phones if p is not None]
+    assert [p[0] for p in timed] == starts and [len(p) for p in timed] == [7, 6, 6]  # j ɛ s t ɚ d eɪ ...
+    flat = [o for p in timed for o in p]
+    assert flat == sorted(flat) and flat[-1] < len(ids)
 
 
 def test_onset_rule_fit_recovers_its_rates(backbone):
@@ -57,3 +64,28 @@ def test_onset_rule_fit_recovers_its_rates(backbone):
         a = [o for o in r["word_onsets"] if o is not None]
         b = [o for o in refit.estimate_onsets(r["text_ids"]) if o is not None]
         assert np.abs(np.subtract(a, b)).max() <= 2
+
+
+def test_phone_durations_fit_gives_back_the_measured_onsets(backbone):
+    """Rows whose phonemes last 2 codes each, a word's last 4 (6 before a comma or full stop): the fitted table
+    gives each its measured duration, and the onsets it estimates are the measured ones."""
+    config = SpeechLMConfig(split_spelling=True, split_phonemes=True, split_phone_track=True)
+    proc = SpeechLMProcessor(backbone.tokenizer, config)
+    texts = ["The capital of France is Paris.", "Well, spiders have eight legs, and insects six.",
+             "A clear sky is blue, at sunset it turns red.", "Whales are mammals, not fish."]  # fmt: skip
+    rows = []
+    for t in texts:
+        ids = proc.text_ids(t)
+        onsets, phone_onsets, at = [None] * len(ids), [None] * len(ids), 0
+        for a, w in proc.words(ids):
+            phones = proc.phones_of(w)[0]
+            onsets[a], phone_onsets[a] = at, [at + 2 * i for i in range(len(phones))]
+            at += 2 * len(phones) + (4 if w[-1] in ",." else 2)
+        rows.append({"text_ids": ids, "speech_ids": [0] * at, "word_onsets": onsets, "phone_onsets": phone_onsets})
+    table = fit_phone_durations(rows, proc, min_count=1)
+    ae = proc.phones_of("are")[0]
+    assert table[f"{ae[0]} {ae[1]} 0"] == 2.0 and table[f"{ae[-1]} end 0"] == 4.0
+    assert table[f"{proc.phones_of('France')[0][-1]} end 0"] == 4.0
+    fitted = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(phone_tokens=table))
+    for r in rows:
+        assert fitted.estimate_onsets(r["text_ids"]) == r["word_onsets"]

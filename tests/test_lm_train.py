@@ -95,11 +95,16 @@ def test_token_cache_and_examples(tokens, corpus, backbone, codec):
             continue
         onsets = [o for o in r["word_onsets"] if o is not None]
         assert len(onsets) == len(r["text"].split()) and onsets == sorted(onsets) and onsets[-1] < len(r["speech_ids"])
+        phones = [p for p in r["phone_onsets"] if p is not None]  # and the onsets of each word's phonemes
+        assert [p[0] for p in phones] == onsets and all(p == sorted(p) for p in phones)
+        assert sum(map(len, phones)) > 2 * len(phones) and phones[-1][-1] < len(r["speech_ids"])
 
-    old = tokens.parent / "before-onsets.jsonl"  # a cache from before word onsets: aligned in place, not redone
-    old.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "word_onsets"}) + "\n" for r in rows))
-    mended = tokenize_corpora([corpus], old, codec=codec, tokenizer=backbone.tokenizer, log=lambda m: None)
-    assert sorted(map(json.dumps, mended)) == sorted(map(json.dumps, rows)) == sorted(map(json.dumps, load_tokens(old)))
+    for dropped in ({"word_onsets", "phone_onsets"}, {"phone_onsets"}):  # a cache from before the (phone) onsets:
+        old = tokens.parent / "before-onsets.jsonl"  # aligned in place, not redone
+        old.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in dropped}) + "\n" for r in rows))
+        mended = tokenize_corpora([corpus], old, codec=codec, tokenizer=backbone.tokenizer, log=lambda m: None)
+        assert sorted(map(json.dumps, mended)) == sorted(map(json.dumps, rows)) == sorted(map(json.dumps,
+                                                                                           load_tokens(old)))
 
     class OtherCodec:  # another tokenizer: every row is redone with its codes, none of the old ones is kept
         tokenizer_fingerprint, token_rate = "0" * 16, 25.0
@@ -156,7 +161,7 @@ def _text_weights(backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("phase", ["cached", "full", "cached+spelling", "cached+phonemes"])
+@pytest.mark.parametrize("phase", ["cached", "full", "cached+spelling", "cached+phonemes", "cached+track"])
 def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_path, phase):
     import random
 
@@ -164,7 +169,8 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     phase, _, split = phase.partition("+")
     cfg = _cfg(tokens, tmp_path / phase, phase=phase)
     cfg.model.split_spelling = spelling = bool(split)
-    cfg.model.split_phonemes = split == "phonemes"
+    cfg.model.split_phonemes = phonemes = split in ("phonemes", "track")
+    cfg.model.split_phone_track = track = split == "track"
     cfg.loop.batch_size = 2 if phase == "cached" else 1  # a full step back-propagates through all 30 layers
     recipe = LMRecipe(cfg, backbone=backbone, log=lambda m: None)
     embed0 = recipe.model.speech_embed.weight.detach().clone()
@@ -187,17 +193,22 @@ def test_stage1_steps_lower_loss_and_keep_text_weights(tokens, backbone, tmp_pat
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(recipe.model.speech_embed.weight, embed0) == (phase == "cached")
     if spelling:  # the rows carry the letters of the words being said, and the loss reaches the tables through them
-        from vivavoce.model.spelling import SLOTS
+        from vivavoce.model.spelling import SLOTS, TRACK_AT
 
         rows = recipe.train_rows.spelling_ids
         assert rows is not None and int((rows[..., SLOTS] > 0).sum()) > 100
-        assert bool(rows[..., SLOTS + 1 :].any()) == (split == "phonemes")
+        assert bool(rows[..., SLOTS + 1 : TRACK_AT].any()) == phonemes
+        assert bool(rows[..., TRACK_AT:].any()) == track
+        if track:  # the track follows the measured phonemes; generation gets a fitted duration table
+            assert int((recipe.train_rows.phone_index > 0).sum()) > 100
+            assert recipe.processor.config.phone_tokens["*"] > 0
         spelled = [i for i in range(len(rows)) if bool((rows[i, :, SLOTS] > 0).any())][:2]
         opt.zero_grad()
         recipe._losses(recipe.train_rows.take(spelled), recipe.hidden[spelled])["loss"].backward()
         tables = recipe.model.speech_split_spelling
         assert tables.letters.weight.grad.abs().sum() > 0
-        assert (tables.phones is not None and tables.phones.weight.grad.abs().sum() > 0) == (split == "phonemes")
+        assert (tables.phones is not None and tables.phones.weight.grad.abs().sum() > 0) == phonemes
+        assert (tables.track is not None and tables.track.weight.grad.abs().sum() > 0) == track
     dev = recipe.eval_losses()
     assert set(dev) >= {"speech", "speech_acc"} and all(v == v for v in dev.values())
 

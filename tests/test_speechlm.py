@@ -321,19 +321,68 @@ def test_phoneme_rows_hold_espeaks_phonemes_of_the_word_being_said(backbone, pro
     assert heard["fly,"] == "f l aɪ" and heard["2"] == "t uː"
 
 
-@pytest.mark.parametrize("phonemes", [False, True])
-def test_spelling_input_in_generation_matches_the_grid(backbone, model, phonemes):
+def test_phone_track_names_the_phoneme_being_said(backbone):
+    """With the phone track, the row whose logits predict a code holds that code's phoneme (measured: the last
+    phoneme of its word to start by then), the phonemes around it in the word and how long it has lasted; where
+    nothing is measured it follows the duration table, and the words' onsets are the sums of their phonemes'."""
+    from vivavoce.model.spelling import PHONE_AGES, TRACK_AT
+
+    config = SpeechLMConfig(split_spelling=True, split_phonemes=True, split_phone_track=True)
+    proc = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(phone_tokens={"*": 3.0}))
+    text = "Penguins can't fly."
+    ids = proc.text_ids(text)
+    words = proc.words(ids)
+    phones = [proc.phones_of(w)[0] for _, w in words]
+    assert phones[0] and phones[2]
+    # Measured: each phoneme lasts 2 codes, a word's last 5 (a pause after it).
+    onsets, phone_onsets, at = [None] * len(ids), [None] * len(ids), 0
+    for (a, _), ph in zip(words, phones):
+        onsets[a], phone_onsets[a] = at, [at + 2 * i for i in range(len(ph))]
+        at += 2 * len(ph) + 3
+    reply = ChatTurn("assistant", text, speech=codes(at, 1), onsets=onsets, phone_onsets=phone_onsets)
+    grid = proc.encode([ChatTurn("user", text), reply], "tts")
+    t, s = grid.tensors()
+    rows = proc.spelling_ids(t, s, phonemes=True, phone_track=True, phone_index=torch.tensor([grid.phone_index]))
+    start = grid.speech_ids.index(proc.sos)  # the S position: its logits predict code 0
+    said = []
+    for j in range(at):
+        w = max(i for i, o in enumerate(x for x in onsets if x is not None) if o <= j)
+        k = min((j - phone_onsets[words[w][0]][0]) // 2, len(phones[w]) - 1)
+        cur, before, after, age = rows[0, start + j, TRACK_AT:].tolist()
+        assert grid.phone_index[start + j] == k
+        assert (cur, before) == (phones[w][k], phones[w][k - 1] if k else 0)
+        assert after == (phones[w][k + 1] if k + 1 < len(phones[w]) else 0)
+        said.append(age)
+    assert said[:6] == [1, 2, 1, 2, 1, 2] and max(said) == 5  # a word's last phoneme runs on into the pause
+    assert not rows[0, :start, TRACK_AT:].any() and all(i == -1 for i in grid.phone_index[:start])
+    # Estimated (generation): 3 positions a phoneme, and the next word starts when the last one is done.
+    assert [o for o in proc.estimate_onsets(ids) if o is not None] == [0, 3 * len(phones[0]),
+                                                                       3 * (len(phones[0]) + len(phones[1]))]
+    grid = proc.encode([ChatTurn("user", text), ChatTurn("assistant", text, speech=codes(40, 1))], "tts")
+    t, s = grid.tensors()
+    rows = proc.spelling_ids(t, s, phonemes=True, phone_track=True)[0]
+    start = grid.speech_ids.index(proc.sos)
+    assert [rows[start + j, TRACK_AT].item() for j in range(3 * len(phones[0]))] == [p for p in phones[0]
+                                                                                    for _ in range(3)]
+    assert [rows[start + j, TRACK_AT + 3].item() for j in range(6)] == [1, 2, 3, 1, 2, 3]
+    assert PHONE_AGES > 6
+
+
+@pytest.mark.parametrize("inputs", ["letters", "phonemes", "phone track"])
+def test_spelling_input_in_generation_matches_the_grid(backbone, model, inputs):
     """The spelling rows a session feeds as it decodes (guided text lane rewound between words) are the rows the
     trainer computes from the finished grid: greedy codes are the argmax of a full forward over that grid."""
-    proc = SpeechLMProcessor(backbone.tokenizer, model.config)
-    m = SpeechLM(backbone, replace(model.config, split_spelling=True, split_phonemes=phonemes)).eval()
+    phonemes, track = inputs != "letters", inputs == "phone track"
+    config = replace(model.config, split_spelling=True, split_phonemes=phonemes, split_phone_track=track)
+    proc = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(phone_tokens={"*": 1.5}))
+    m = SpeechLM(backbone, config).eval()
     user = codes(14, 5)
     grid = proc.encode([ChatTurn("user", speech=user)], "s2s", add_generation_prompt=True)
     t, s = grid.tensors()
     spell = m.speech_split_spelling
-    tables = [spell.letters, spell.age] + [spell.phones] * phonemes
+    tables = [spell.letters, spell.age] + [spell.phones] * phonemes + [spell.track] * track
     with torch.no_grad():
-        spelled = m(t, s, spelling_ids=proc.spelling_ids(t, s, phonemes=phonemes))
+        spelled = m(t, s, spelling_ids=proc.spelling_ids(t, s, phonemes=phonemes, phone_track=track))
         assert torch.equal(spelled.speech_logits, model(t, s).speech_logits)
         for seed, table in enumerate(tables):
             table.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed))
@@ -350,7 +399,9 @@ def test_spelling_input_in_generation_matches_the_grid(backbone, model, phonemes
     grid = proc.encode([ChatTurn("user", speech=user), ChatTurn("assistant", proc.decode_text(text), speech=speech)],
                        "s2s")  # fmt: skip
     t, s = grid.tensors()
-    spelling = proc.spelling_ids(t, s, phonemes=phonemes)
+    spelling = proc.spelling_ids(t, s, phonemes=phonemes, phone_track=track)
+    if track:
+        assert spelling[..., -1].any()  # the track was there to follow
     with torch.no_grad():
         full = m(t, s, spelling_ids=spelling).speech_logits[0]
         blind = m(t, s, spelling_ids=torch.zeros_like(spelling)).speech_logits[0]
@@ -648,8 +699,15 @@ def test_stage_1_checkpoint_starts_a_stage_2_model(backbone, model, tmp_path):
     voiced.load_trainable(path, across_stages=True)
     assert torch.equal(voiced.speech_split_spelling.letters.weight, grown.speech_split_spelling.letters.weight)
     assert voiced.speech_split_spelling.phones.weight.abs().sum() == 0
+    tracked = SpeechLM(backbone, replace(voiced.config, split_phone_track=True))  # the phone track on phonemes
+    tracked.load_trainable(path, across_stages=True)
+    assert torch.equal(tracked.speech_split_spelling.letters.weight, grown.speech_split_spelling.letters.weight)
+    assert tracked.speech_split_spelling.track.weight.abs().sum() == 0
     with pytest.raises(VivavoceError, match="split_spelling"):
         SpeechLM(backbone, replace(model.config, split_phonemes=True))
+    with pytest.raises(VivavoceError, match="split_phonemes"):
+        SpeechLM(backbone, replace(model.config, split_spelling=True, split_phone_track=True))
+
 
 def test_engine_without_checkpoint_is_one_line_error(tmp_path):
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig

@@ -127,8 +127,8 @@ class SpeechSession:
         self._pending: list[tuple[int, int]] = []  # positions to feed before the next turn (a reply's closing)
         self._user_open: str | None = None  # "speech" | "text" while a user turn is being pushed
         # The speech branch's spelling input (models with split_spelling) follows the positions as they are fed.
-        self.track = (processor.spelling_track(model.config.split_phonemes) if model.config.split_spelling
-                      else None)  # fmt: skip
+        c = model.config
+        self.track = processor.spelling_track(c.split_phonemes, c.split_phone_track) if c.split_spelling else None
         turn = ChatTurn("system", text=system) if system else processor.system_turn(mode)
         grid = processor.encode([turn])
         self._feed(grid.text_ids, grid.speech_ids, want_text=False, want_speech=False)

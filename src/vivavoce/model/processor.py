@@ -77,6 +77,9 @@ class ChatTurn:
     # Guided replies, aligned layout: per text token, the codec token where its word starts (None on a word's
     # later tokens). Measured onsets for training; None: estimated from the text.
     onsets: list[int | None] | None = None
+    # And per text token, the codec tokens where each phoneme of its word starts (`lm_align.word_onsets`): the
+    # speech branch's phone track in training (`split_phone_track`); None: estimated.
+    phone_onsets: list[list[int] | None] | None = None
 
     @property
     def spoken(self) -> bool:
@@ -96,6 +99,10 @@ class ProcessorConfig:
     onset_per_word: float = 2.18
     onset_per_char: float = 1.14
     onset_pause: float = 10.1
+    # Models with the phone track (`split_phone_track`): means of measured phoneme durations in codec tokens
+    # (`spelling.PhoneTiming`, fitted by `lm_align.fit_phone_durations`); the words' onsets are then the sums of
+    # their phonemes' durations instead of the rule above.
+    phone_tokens: dict[str, float] | None = None
     train_roles: tuple[str, ...] = ("assistant",)
     max_len: int | None = None  # longer conversations are refused (VivavoceError)
 
@@ -116,6 +123,9 @@ class Grid:
     speech_ids: list[int] = field(default_factory=list)
     text_targets: list[int] = field(default_factory=list)
     speech_targets: list[int] = field(default_factory=list)
+    # Guided replies with measured phone onsets: at each position, which phoneme of the word being said the next
+    # code belongs to (its index in the word); -1 elsewhere (the spelling track then estimates it).
+    phone_index: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.text_ids)
@@ -125,6 +135,7 @@ class Grid:
         self.speech_ids.append(speech)
         self.text_targets.append(IGNORE)
         self.speech_targets.append(IGNORE)
+        self.phone_index.append(-1)
         return len(self.text_ids) - 1
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +212,7 @@ class SpeechLMProcessor:
             text = self.text_ids(turn.text) if turn.text else []
             if speech is not None and turn.role == "assistant" and text:
                 if self.config.guided_layout == "aligned":
-                    self._guided_aligned(g, text, speech, turn.onsets, train)
+                    self._guided_aligned(g, text, speech, turn.onsets, train, turn.phone_onsets)
                 else:
                     self._guided(g, text, speech, train)
                 self._text(g, [self.im_end], train=False)
@@ -282,9 +293,26 @@ class SpeechLMProcessor:
         for a, word in self.words(text_ids):
             if SPEAKABLE.search(word):
                 out[a] = int(round(at))
-                at += c.onset_per_word + c.onset_per_char * len(SPEAKABLE.findall(word)) + c.onset_pause * (
-                    word[-1:] in ",.;:!?")
+                if self.model_config.split_phone_track:  # as long as the phone track's phonemes last
+                    at += sum(self.phone_timing.durations(*self.phones_of(word)))
+                else:
+                    at += c.onset_per_word + c.onset_per_char * len(SPEAKABLE.findall(word)) + c.onset_pause * (
+                        word[-1:] in ",.;:!?")
         return out
+
+    @property
+    def phone_timing(self):
+        """The phone track's durations where none are measured (a fitted table may replace the config's)."""
+        from vivavoce.model.spelling import PhoneTiming
+
+        return PhoneTiming(self.config.phone_tokens)
+
+    def phones_of(self, word: str) -> tuple[list[int], list[int]]:
+        """A word's phonemes (as the spelling input sees them) and its letters."""
+        from vivavoce.model.spelling import letters_of, word_of
+
+        letters = letters_of(word)
+        return self.phonemizer(word_of(letters)), letters
 
     def aligned_positions(self, text_ids: list[int], onsets: list[int | None] | None = None) -> list[int]:
         """Positions (from the reply's start) of the text tokens in the aligned layout: each word at its onset, its
@@ -297,7 +325,8 @@ class SpeechLMProcessor:
             pos.append(prev)
         return pos
 
-    def _guided_aligned(self, g: Grid, text: list[int], codes: list[int], onsets, train: bool) -> None:
+    def _guided_aligned(self, g: Grid, text: list[int], codes: list[int], onsets, train: bool,
+                        phone_onsets=None) -> None:  # fmt: skip
         start = len(g)
         speech = [self.sos, *codes, self.eos]
         delay = self.config.guided_delay
@@ -308,6 +337,16 @@ class SpeechLMProcessor:
             p = g.add(text=at.get(i, NONE), speech=s)
             if train and s != NONE:
                 g.speech_targets[p - 1] = s
+        if phone_onsets is not None and len(phone_onsets) == len(text) and onsets is not None:
+            # The position holding code j's logits is delay positions after the reply's j-th; the word being said
+            # there is the last whose first token sits at or before j (as the spelling track finds it).
+            words = [(q, ph) for q, ph in zip(pos, phone_onsets) if ph]
+            w = -1
+            for j in range(len(codes)):
+                while w + 1 < len(words) and words[w + 1][0] <= j:
+                    w += 1
+                if w >= 0:
+                    g.phone_index[start + j + delay] = max(0, sum(o <= j for o in words[w][1]) - 1)
         if train:  # each text token is predicted where the one before it sits (the first: at the header's end)
             for before, t in zip([start - 1, *(start + q for q in pos)], [*text, self.im_end]):
                 g.text_targets[before] = t
@@ -330,23 +369,28 @@ class SpeechLMProcessor:
 
         return Phonemizer()
 
-    def spelling_track(self, phonemes: bool = False):
+    def spelling_track(self, phonemes: bool = False, phone_track: bool = False):
         """A fresh streaming spelling tracker for this layout (aligned guided replies; the word lead is the delay);
-        `phonemes`: its rows also hold the words' phonemes (models with split_phonemes)."""
+        `phonemes`: its rows also hold the words' phonemes (models with split_phonemes); `phone_track`: and the
+        phone track (split_phone_track)."""
         from vivavoce.model.spelling import SpellingTrack
 
         if self.config.guided_layout != "aligned":
             raise VivavoceError("the spelling input follows the aligned guided layout; this layout is lead")
         letters, word_start = self._token_spelling
         return SpellingTrack(letters, word_start, self.im_start, self.newline[0], {self.im_end, *self.stop_ids},
-                             self.config.guided_delay, self.phonemizer if phonemes else None)  # fmt: skip
+                             self.config.guided_delay, self.phonemizer if phonemes else None,
+                             self.phone_timing if phone_track else None)  # fmt: skip
 
     def spelling_ids(self, text_ids: torch.Tensor, speech_ids: torch.Tensor,
-                     position_ids: torch.Tensor | None = None, phonemes: bool = False) -> torch.Tensor:  # fmt: skip
-        """(B, T) grids (packed rows: with their position ids) → (B, T, WIDTH) spelling ids."""
+                     position_ids: torch.Tensor | None = None, phonemes: bool = False, phone_track: bool = False,
+                     phone_index: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """(B, T) grids (packed rows: with their position ids) → (B, T, WIDTH) spelling ids; `phone_index` (B, T):
+        the grids' measured phone indices (`Grid.phone_index`), for the phone track (`phone_track`)."""
         from vivavoce.model.spelling import spelling_ids
 
-        return spelling_ids(self.spelling_track(phonemes), text_ids, speech_ids, position_ids)
+        return spelling_ids(self.spelling_track(phonemes, phone_track), text_ids, speech_ids, position_ids,
+                            phone_index)
 
     # ---- grid → conversation -----------------------------------------------------------------------------------
 

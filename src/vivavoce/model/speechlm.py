@@ -62,6 +62,10 @@ class SpeechLMConfig:
     # And the word's phonemes (espeak-ng's, in the codec tokenizer's units) in the same rows: sound without English
     # spelling's detours (round 18). Needs split_spelling. Zero at the start.
     split_phonemes: bool = False
+    # And the phone track (round 19): the phoneme being said, its neighbours and its age, from measured phone
+    # onsets in training and from a table of phoneme durations in generation, as a TTS duration model gives
+    # them; the words' onsets then follow the same table. Needs split_phonemes. Zero at the start.
+    split_phone_track: bool = False
     # Speech-gated low-rank adapters on every shared layer (`model/adapters.py`), this rank (0: none). They act
     # only at positions holding a speech token, so text-only input still runs the backbone bit for bit; they let
     # the frozen shared layers re-map speech (understanding) without stage 2's full copy. Zero at the start.
@@ -107,6 +111,8 @@ class SpeechLM(nn.Module):
             raise VivavoceError(f"split_layers must be in 1..{L - 1}, not {K}")
         if config.split_phonemes and not config.split_spelling:
             raise VivavoceError("split_phonemes rides on the spelling input: set split_spelling too")
+        if config.split_phone_track and not config.split_phonemes:
+            raise VivavoceError("split_phone_track follows the word's phonemes: set split_phonemes too")
         self.config = config
         self.backbone_config = backbone.config
         self.tokenizer = backbone.tokenizer
@@ -156,7 +162,8 @@ class SpeechLM(nn.Module):
         if config.split_spelling:
             from vivavoce.model.spelling import SpellingEmbedding  # it imports this module's NONE
 
-            self.speech_split_spelling = SpellingEmbedding(self.hidden_size, dtype, config.split_phonemes)
+            self.speech_split_spelling = SpellingEmbedding(self.hidden_size, dtype, config.split_phonemes,
+                                                           config.split_phone_track)
         self._init_speech(config)
 
         self.requires_grad_(False)
@@ -242,9 +249,10 @@ class SpeechLM(nn.Module):
                 if getattr(self.config, flag) and not getattr(config, flag):
                     config = replace(config, **{flag: True})
                     optional += (f"speech_{flag}.",)
-            if self.config.split_phonemes and not config.split_phonemes:
-                config = replace(config, split_phonemes=True)
-                optional += ("speech_split_spelling.phones.",)
+            for flag, weights in (("split_phonemes", "phones"), ("split_phone_track", "track")):
+                if getattr(self.config, flag) and not getattr(config, flag):
+                    config = replace(config, **{flag: True})
+                    optional += (f"speech_split_spelling.{weights}.",)
             if self.config.speech_adapter_rank and not config.speech_adapter_rank:
                 config = replace(config, speech_adapter_rank=self.config.speech_adapter_rank,
                                  speech_adapter_scope=self.config.speech_adapter_scope)

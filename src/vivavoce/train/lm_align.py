@@ -54,30 +54,34 @@ def ctc_viterbi_starts(log_probs: np.ndarray, labels: list[int]) -> list[int] | 
 
 
 @torch.no_grad()
-def word_onsets(speech_ids: list[int], words: list[tuple[int, str]], n_text: int, codec_tokenizer):
+def word_onsets(speech_ids: list[int], words: list[tuple[int, str]], n_text: int, codec_tokenizer,
+                phones: bool = False):  # fmt: skip
     """Per text token (of `n_text`; `words` from `SpeechLMProcessor.words`): the codec token at which its word
     starts (None on a word's later tokens, and on words with nothing to say, such as a lone dash); None when the
-    alignment fails."""
+    alignment fails. `phones`: also, per text token, the codec tokens at which each of its word's phonemes starts
+    (espeak-ng's, in the CTC head's units; the speech branch's phone track), as a pair (words, phones)."""
     said = [(a, w) for a, w in words if SPEAKABLE.search(w)]
     if not said or not speech_ids:
         return None
     ipa = espeak_words([w for _, w in said])
     if ipa is None:
         return None
-    phones = [encode_phonemes(p) for p in ipa]
-    if not all(phones):
+    units = [encode_phonemes(p) for p in ipa]
+    if not all(units):
         return None
     log_probs = codec_tokenizer.phone_log_probs(speech_ids)[0].numpy()
-    starts = ctc_viterbi_starts(log_probs, [p for ph in phones for p in ph])
+    starts = ctc_viterbi_starts(log_probs, [p for ph in units for p in ph])
     if starts is None:
         return None
     up = codec_tokenizer.cfg.ctc_upsample
     out: list[int | None] = [None] * n_text
+    per_phone: list[list[int] | None] = [None] * n_text
     k = 0
-    for (a, _), ph in zip(said, phones):
+    for (a, _), ph in zip(said, units):
         out[a] = starts[k] // up
+        per_phone[a] = [s // up for s in starts[k : k + len(ph)]]
         k += len(ph)
-    return out
+    return (out, per_phone) if phones else out
 
 
 def fit_onset_rule(rows: list[dict], processor) -> dict[str, float]:
@@ -101,3 +105,44 @@ def fit_onset_rule(rows: list[dict], processor) -> dict[str, float]:
     coef, *_ = np.linalg.lstsq(np.array(X), np.array(y, dtype=float), rcond=None)
     return {"onset_first": round(float(np.median(first)), 2), "onset_per_word": round(float(coef[0]), 3),
             "onset_per_char": round(float(coef[1]), 3), "onset_pause": round(float(coef[2]), 3)}  # fmt: skip
+
+
+def fit_phone_durations(rows: list[dict], processor, min_count: int = 3) -> dict[str, float]:
+    """The phone track's duration table (`spelling.PhoneTiming`) from rows with measured phone onsets: the mean
+    duration in codec tokens of each phoneme (to the next phoneme's start, so a clause's last one holds its pause)
+    by (phoneme, next phoneme or 0 at the word's end, pause class), by (phoneme, at the word's end, pause class), by
+    phoneme, and over all ("*"); keys seen fewer than `min_count` times are left to the next. All are scaled so
+    that the estimated onset of a reply's last word falls where it was measured, on average."""
+    from vivavoce.model.spelling import PhoneTiming, duration_keys, pause_class
+
+    found: dict[str, list[float]] = {}
+    for r in rows:
+        onsets = r.get("phone_onsets")
+        if not onsets:
+            continue
+        timed = [(onsets[a], w) for a, w in processor.words(r["text_ids"]) if onsets[a]]
+        ends = [t[0] for t, _ in timed[1:]] + [len(r["speech_ids"])]
+        for (starts, word), end in zip(timed, ends):
+            phones, letters = processor.phones_of(word)
+            if len(phones) != len(starts):  # espeak said the word otherwise in a sentence: leave it out
+                continue
+            pause = pause_class(letters)
+            for i, ph in enumerate(phones):
+                nxt = phones[i + 1] if i + 1 < len(phones) else 0
+                d = float((starts[i + 1] if i + 1 < len(phones) else end) - starts[i])
+                for key in duration_keys(ph, nxt, pause):
+                    found.setdefault(key, []).append(d)
+    if "*" not in found:
+        raise VivavoceError("no measured phone onsets: too few to fit the phone durations")
+    table = {k: float(np.mean(v)) for k, v in found.items() if len(v) >= min_count or k == "*"}
+    # Words whose phonemes were left out above, and a reply's first word (which holds any silence before it),
+    # still take their time: scale the table so that the replies' words end where they were measured to.
+    timing, said, estimated = PhoneTiming(table), 0.0, 0.0
+    for r in rows:
+        onsets = r.get("phone_onsets")
+        timed = [(onsets[a][0], w) for a, w in processor.words(r["text_ids"]) if onsets and onsets[a]]
+        if len(timed) > 1:
+            said += timed[-1][0] - timed[0][0]
+            estimated += sum(sum(timing.durations(*processor.phones_of(w))) for _, w in timed[:-1])
+    scale = said / estimated if estimated else 1.0
+    return {k: round(v * scale, 3) for k, v in table.items()}

@@ -267,7 +267,8 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
             key = f"{name}/{row['id']}"
             if key not in have:
                 todo.append((key, name, row))
-    stale = [r for r in have.values() if "word_onsets" not in r]  # rows of a cache from before the onsets
+    # rows of a cache from before the onsets (or the phone onsets, `split_phone_track`)
+    stale = [r for r in have.values() if "word_onsets" not in r or "phone_onsets" not in r]
     log(f"{len(have)} utterances already tokenised, {len(todo)} to do, {len(stale)} to align")
     if todo or stale:
         if tokenizer is None:
@@ -277,8 +278,10 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
         from vivavoce.model.processor import SpeechLMProcessor
 
         proc = SpeechLMProcessor(tokenizer)
-        for r in stale:
-            r["word_onsets"] = onsets_of(r, proc, codec)
+        for n, r in enumerate(stale, 1):
+            r["word_onsets"], r["phone_onsets"] = onsets_of(r, proc, codec)
+            if n % 500 == 0:
+                log(f"  {n}/{len(stale)} aligned")
         if stale:  # rewritten whole, through a temporary file: a kill leaves the old cache
             tmp = out.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in have.values()))
@@ -291,7 +294,7 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
                 entry["text_ids"] = tokenizer.encode(row["text"], add_special_tokens=False)
                 entry["speech_ids"] = [int(i) for i in codec.encode(audio)]
                 entry.update(codec=codec.tokenizer_fingerprint, token_rate=codec.token_rate)
-                entry["word_onsets"] = onsets_of(entry, proc, codec)
+                entry["word_onsets"], entry["phone_onsets"] = onsets_of(entry, proc, codec)
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
                 have[key] = entry
@@ -302,14 +305,15 @@ def tokenize_corpora(corpora: list[str | Path], out: str | Path, codec=None, tok
     return list(have.values())
 
 
-def onsets_of(row: dict, proc, codec) -> list[int | None] | None:
-    """Word onsets of an assistant utterance (the speech of guided replies); None for user turns, failures and a
-    codec without a CTC tokenizer to align with."""
+def onsets_of(row: dict, proc, codec) -> tuple[list | None, list | None]:
+    """Word onsets and phone onsets (`lm_align.word_onsets`) of an assistant utterance (the speech of guided
+    replies); None for user turns, failures and a codec without a CTC tokenizer to align with."""
     from vivavoce.train.lm_align import word_onsets
 
     if row["turn"] != "assistant" or not row["text_ids"] or getattr(codec, "tokenizer", None) is None:
-        return None
-    return word_onsets(row["speech_ids"], proc.words(row["text_ids"]), len(row["text_ids"]), codec.tokenizer)
+        return None, None
+    found = word_onsets(row["speech_ids"], proc.words(row["text_ids"]), len(row["text_ids"]), codec.tokenizer, True)
+    return found if found is not None else (None, None)
 
 
 def load_tokens(path: str | Path) -> list[dict]:
@@ -359,7 +363,8 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
     for r in rows:
         plain = r["turn"] == "assistant" and r.get("emotion", "neutral") == "neutral" and not r.get("control")
         if plain and cfg.tts:
-            reply = ChatTurn("assistant", r["text"], r["speech_ids"], onsets=r.get("word_onsets"))
+            reply = ChatTurn("assistant", r["text"], r["speech_ids"], onsets=r.get("word_onsets"),
+                             phone_onsets=r.get("phone_onsets"))
             out.append(Example("tts", "tts", [ChatTurn("user", r["text"]), reply], split, r["key"]))
         if plain and cfg.tts_true:
             out.append(Example("tts_true", "tts", [ChatTurn("user", r["text"]),
@@ -387,7 +392,8 @@ def build_examples(rows: list[dict], cfg: ExampleConfig = ExampleConfig(), split
             if cfg.s2s:
                 out.append(Example("s2s", "s2s", [user, ChatTurn("assistant", None, a["speech_ids"])], split, pair))
             if cfg.s2s_guided:
-                reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"))
+                reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"),
+                                 phone_onsets=a.get("phone_onsets"))
                 out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
             if cfg.s2t:
                 out.append(Example("s2t", "s2t", [user, ChatTurn("assistant", a["text"])], split, pair, heard=u["text"]))
@@ -409,7 +415,8 @@ def _spoken_answer_dialogues(rows: list[dict], cfg: ExampleConfig, split: str, a
         if cfg.s2s:
             out.append(Example("s2s", "s2s", [user, ChatTurn("assistant", None, a["speech_ids"])], split, pair))
         if cfg.s2s_guided:
-            reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"))
+            reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"),
+                                 phone_onsets=a.get("phone_onsets"))
             out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
     return out
 

@@ -120,6 +120,7 @@ class Rows:
     # (N, T, k) the teacher's top-k token ids (-1: no teacher here) and their log-probabilities (`kd_weight`)
     kd_ids: torch.Tensor | None = None
     kd_logp: torch.Tensor | None = None
+    phone_index: torch.Tensor | None = None  # (N, T) measured phone indices (`Grid.phone_index`), -1 elsewhere
 
     def __len__(self) -> int:
         return self.text_ids.shape[0]
@@ -127,10 +128,12 @@ class Rows:
     def take(self, idx) -> "Rows":
         pick = lambda t: t[idx] if t is not None else None  # noqa: E731
         return Rows(self.text_ids[idx], self.speech_ids[idx], self.text_targets[idx], self.speech_targets[idx],
-                    self.position_ids[idx], 0, pick(self.spelling_ids), pick(self.kd_ids), pick(self.kd_logp))
+                    self.position_ids[idx], 0, pick(self.spelling_ids), pick(self.kd_ids), pick(self.kd_logp),
+                    pick(self.phone_index))
 
-    def with_spelling(self, processor, phonemes: bool = False) -> Rows:
-        self.spelling_ids = processor.spelling_ids(self.text_ids, self.speech_ids, self.position_ids, phonemes)
+    def with_spelling(self, processor, phonemes: bool = False, phone_track: bool = False) -> Rows:
+        self.spelling_ids = processor.spelling_ids(self.text_ids, self.speech_ids, self.position_ids, phonemes,
+                                                   phone_track, self.phone_index)  # fmt: skip
         return self
 
 
@@ -158,7 +161,7 @@ def pack(grids, row_tokens: int, seed: int = 0, soft: list | None = None) -> Row
             free.append(row_tokens - n)
     random.Random(seed).shuffle(bins)
     N = len(bins)
-    out = [torch.full((N, row_tokens), v, dtype=torch.long) for v in (NONE, NONE, IGNORE, IGNORE, 0)]
+    out = [torch.full((N, row_tokens), v, dtype=torch.long) for v in (NONE, NONE, IGNORE, IGNORE, 0, -1)]
     for r, members in enumerate(bins):
         p = 0
         for i in members:
@@ -166,9 +169,10 @@ def pack(grids, row_tokens: int, seed: int = 0, soft: list | None = None) -> Row
             for t, values in enumerate((g.text_ids, g.speech_ids, g.text_targets, g.speech_targets)):
                 out[t][r, p : p + n] = torch.tensor(values)
             out[4][r, p : p + n] = torch.arange(n)
+            out[5][r, p : p + n] = torch.tensor(g.phone_index)
             p += n
         out[4][r, p:] = torch.arange(row_tokens - p)
-    rows = Rows(*out, examples=len(grids))
+    rows = Rows(*out[:5], examples=len(grids), phone_index=out[5])
     if soft is not None:
         k = next((ids.shape[1] for ids, _ in filter(None, soft)), 1)
         rows.kd_ids = torch.full((N, row_tokens, k), -1, dtype=torch.int32)
@@ -294,8 +298,8 @@ class LMRecipe(Recipe):
         self.train_rows = pack(self._grids(train_ex), cfg.row_tokens, cfg.loop.seed, train_soft)
         self.dev_rows = pack(self._grids(dev_ex), cfg.row_tokens, cfg.loop.seed, dev_soft).take(slice(0, cfg.dev_rows))
         if cfg.model.split_spelling:
-            self.train_rows.with_spelling(self.processor, cfg.model.split_phonemes)
-            self.dev_rows.with_spelling(self.processor, cfg.model.split_phonemes)
+            for rows_ in (self.train_rows, self.dev_rows):
+                rows_.with_spelling(self.processor, cfg.model.split_phonemes, cfg.model.split_phone_track)
         log(f"packed {self.train_rows.examples} examples into {len(self.train_rows)} rows of {cfg.row_tokens}; "
             f"dev {len(self.dev_rows)} rows")  # fmt: skip
         self.replay = self.replay_dev = None
@@ -328,14 +332,21 @@ class LMRecipe(Recipe):
 
         saved = checkpoint_metadata(path).get("processor") or {}
         rule = {k: float(v) for k, v in saved.items() if k.startswith("onset_")}
+        if saved.get("phone_tokens"):
+            rule["phone_tokens"] = saved["phone_tokens"]
         if rule:
             self.processor.config = replace(self.processor.config, **rule)
 
     def _fit_onset_rule(self, rows: list[dict]) -> None:
-        """Generation lays words out at onsets estimated from the text: fit the estimate's rates to the measured
-        onsets of this data (they travel in the checkpoint's processor config)."""
-        from vivavoce.train.lm_align import fit_onset_rule
+        """Generation lays words out at onsets estimated from the text: fit the estimate's rates (or, for the phone
+        track, its phoneme durations) to the measured onsets of this data (they travel in the checkpoint's
+        processor config)."""
+        from vivavoce.train.lm_align import fit_onset_rule, fit_phone_durations
 
+        if self.cfg.model.split_phone_track and any(r.get("phone_onsets") for r in rows):
+            table = fit_phone_durations(rows, self.processor)
+            self.processor.config = replace(self.processor.config, phone_tokens=table)
+            self.log(f"phone durations fitted: {len(table)} keys, any phoneme {table['*']} tokens")
         measured = [r for r in rows if r.get("word_onsets")]
         if len(measured) < 20:
             self.log(f"{len(measured)} replies with measured word onsets: the onset rule keeps its defaults")
@@ -604,7 +615,7 @@ def evaluate_checkpoint(path: str | Path, tokens: str | Path, split: str = "dev"
     for task in sorted({e.task for e in examples}):
         rows = pack([proc.encode(e.turns, mode=e.mode) for e in examples if e.task == task], row_tokens)
         if config.split_spelling:
-            rows.with_spelling(proc, config.split_phonemes)
+            rows.with_spelling(proc, config.split_phonemes, config.split_phone_track)
         sums = {"speech": 0.0, "speech_acc": 0.0, "text": 0.0, "speech_n": 0, "text_n": 0}
         counts = torch.zeros(config.speech_vocab + 2)
         for i in range(len(rows)):
