@@ -314,6 +314,13 @@ class SpeechLMProcessor:
         letters = letters_of(word)
         return self.phonemizer(word_of(letters)), letters
 
+    def prime_phonemes(self, words) -> None:
+        """Phonemise many words in a few espeak-ng calls (`Phonemizer.prime`) before `phones_of` asks for them one
+        by one (a call each: ~10 ms a word)."""
+        from vivavoce.model.spelling import letters_of, word_of
+
+        self.phonemizer.prime([word_of(letters_of(w)) for w in words])
+
     def aligned_positions(self, text_ids: list[int], onsets: list[int | None] | None = None) -> list[int]:
         """Positions (from the reply's start) of the text tokens in the aligned layout: each word at its onset, its
         later tokens right after it, never two on one position; `onsets` None (or of another length): estimated."""

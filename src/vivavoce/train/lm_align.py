@@ -115,13 +115,16 @@ def fit_phone_durations(rows: list[dict], processor, min_count: int = 3) -> dict
     that the estimated onset of a reply's last word falls where it was measured, on average."""
     from vivavoce.model.spelling import PhoneTiming, duration_keys, pause_class
 
-    found: dict[str, list[float]] = {}
+    replies = []  # per reply with phone onsets: its words' (phone onsets, text), and its length in codes
     for r in rows:
         onsets = r.get("phone_onsets")
-        if not onsets:
-            continue
-        timed = [(onsets[a], w) for a, w in processor.words(r["text_ids"]) if onsets[a]]
-        ends = [t[0] for t, _ in timed[1:]] + [len(r["speech_ids"])]
+        if onsets:
+            timed = [(onsets[a], w) for a, w in processor.words(r["text_ids"]) if onsets[a]]
+            replies.append((timed, len(r["speech_ids"])))
+    processor.prime_phonemes(w for timed, _ in replies for _, w in timed)
+    found: dict[str, list[float]] = {}
+    for timed, length in replies:
+        ends = [t[0] for t, _ in timed[1:]] + [length]
         for (starts, word), end in zip(timed, ends):
             phones, letters = processor.phones_of(word)
             if len(phones) != len(starts):  # espeak said the word otherwise in a sentence: leave it out
@@ -138,11 +141,9 @@ def fit_phone_durations(rows: list[dict], processor, min_count: int = 3) -> dict
     # Words whose phonemes were left out above, and a reply's first word (which holds any silence before it),
     # still take their time: scale the table so that the replies' words end where they were measured to.
     timing, said, estimated = PhoneTiming(table), 0.0, 0.0
-    for r in rows:
-        onsets = r.get("phone_onsets")
-        timed = [(onsets[a][0], w) for a, w in processor.words(r["text_ids"]) if onsets and onsets[a]]
+    for timed, _ in replies:
         if len(timed) > 1:
-            said += timed[-1][0] - timed[0][0]
+            said += timed[-1][0][0] - timed[0][0][0]
             estimated += sum(sum(timing.durations(*processor.phones_of(w))) for _, w in timed[:-1])
     scale = said / estimated if estimated else 1.0
     return {k: round(v * scale, 3) for k, v in table.items()}

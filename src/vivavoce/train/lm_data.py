@@ -416,7 +416,7 @@ def _spoken_answer_dialogues(rows: list[dict], cfg: ExampleConfig, split: str, a
             out.append(Example("s2s", "s2s", [user, ChatTurn("assistant", None, a["speech_ids"])], split, pair))
         if cfg.s2s_guided:
             reply = ChatTurn("assistant", a["text"], a["speech_ids"], onsets=a.get("word_onsets"),
-                                 phone_onsets=a.get("phone_onsets"))
+                             phone_onsets=a.get("phone_onsets"))
             out.append(Example("s2s_guided", "s2s", [user, reply], split, pair))
     return out
 
