@@ -109,10 +109,10 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     return items, summary
 
 
-def read_aloud(engine, text: str, guided: bool, temperature: float = 0.8) -> tuple[list[int], np.ndarray]:
+def read_aloud(engine, text: str, guided: bool, temperature: float | None = None) -> tuple[list[int], np.ndarray]:
     """The speech branch reads `text` (tts system prompt, the text as a written user turn, a fresh session on the
     reference cache): guided by the same text, given (the tts task), or as a true-mode reply (the tts_true task).
-    Its codes and their audio."""
+    Its codes and their audio. `temperature` None: the checkpoint's own."""
     from vivavoce.model.generate import GenerationConfig, SpeechSession
 
     session = SpeechSession(engine.model, engine.processor, None, mode="tts")
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None,
                     help="sample every answer from this seed, so that runs differ only by the model or codec (A/B)")
-    ap.add_argument("--temperature", type=float, default=None, help="speech sampling temperature (default: the engine's)")
+    ap.add_argument("--temperature", type=float, default=None, help="speech sampling temperature (default: the checkpoint's own, else 0.8)")
     ap.add_argument("--json", default="reports/bench-speechlm.json")
     args = ap.parse_args()
 
@@ -164,10 +164,13 @@ def main() -> None:
     questions = test_questions(Path(args.corpus), args.split)[: args.limit]
     evaluator = Evaluator(sphinx=False)
     results, all_items = {}, []
+    speech_temperature = args.temperature
     for name in args.engines:
         t0 = time.perf_counter()
         engine, mode = load(name, args.checkpoint, args.seed, args.codec, args.temperature)
         load_s = time.perf_counter() - t0
+        if mode is not None and speech_temperature is None:
+            speech_temperature = engine.model.speech_temperature
         torch.set_num_threads(args.threads)  # some loaders reset it
         items, summary = run_engine(name, engine, mode, questions, evaluator)
         summary["engine_load_s"] = load_s
@@ -193,7 +196,8 @@ def main() -> None:
         print(f"{name:<10}{cells}")
     env = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
            "corpus": str(args.corpus), "split": args.split, "questions": len(questions),
-           "checkpoint": args.checkpoint, "codec": args.codec, "temperature": args.temperature}  # fmt: skip
+           "checkpoint": args.checkpoint, "codec": args.codec, "temperature": args.temperature,
+           "speech_temperature": speech_temperature}  # fmt: skip
     path = write_json(args.json, all_items, {"by_engine": results}, {"environment": env})
     print("report:", path)
     print(json.dumps(results, indent=1, default=float)[:4000])

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=4, help="dev/test assistant answers to read")
     ap.add_argument("--held-out-from", default=None,
                     help="another token cache: its spoken answers not in --tokens are read first as held-out texts")
-    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--temperature", type=float, default=None, help="speech sampling (default: the checkpoint's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -89,7 +89,8 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "temperature": args.temperature,
+        temperature = engine.model.speech_temperature if args.temperature is None else args.temperature
+        Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "temperature": temperature,
                                                "results": results}, indent=1))  # fmt: skip
 
 

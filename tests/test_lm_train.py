@@ -410,6 +410,16 @@ def test_checkpoint_round_trip_and_export(tokens, backbone, tmp_path):
     assert meta["voice_dvector"] == voice and meta["step"] == 3
     with pytest.raises(VivavoceError, match="not a speech LM checkpoint|not a safetensors"):
         export_checkpoint(tokens, tmp_path / "x.safetensors")
+    # The speech temperature it was measured best at travels with it: the engine samples at it.
+    from vivavoce.train.lm_recipe import main as recipe_main
+
+    assert shipped.speech_temperature == 0.8  # none named
+    tuned = tmp_path / "tuned.safetensors"
+    assert recipe_main(["export", str(small), str(tuned), "--speech-temperature", "0.4"]) == 0
+    assert checkpoint_metadata(tuned)["generation"] == {"temperature": 0.4}
+    assert SpeechLM.load(tuned, backbone).speech_temperature == 0.4
+    assert recipe_main(["export", str(small), str(tmp_path / "y.safetensors"), "--speech-temperature", "-1"]) == 2
+    assert not (tmp_path / "y.safetensors").exists()
 
 
 

@@ -564,6 +564,27 @@ def test_checkpoint_round_trip(backbone, model, tmp_path):
 
 
 
+def test_session_samples_at_the_checkpoints_temperature(backbone, model, proc, tmp_path):
+    """A checkpoint may name the speech temperature it reads best at ("generation" in its metadata); a generation
+    config that names none samples at it, one that names its own overrides it."""
+    path = tmp_path / "tuned.safetensors"
+    model.save_trainable(path, extra={"generation": {"temperature": 0.3}})
+    tuned = SpeechLM.load(path, backbone)
+    assert tuned.speech_temperature == 0.3
+
+    def reply(temperature: float | None) -> list[int]:
+        session = SpeechSession(tuned, proc)
+        session.push(codes(9, 7))
+        cfg = GenerationConfig(mode="true", temperature=temperature, seed=0, min_speech_tokens=0, max_speech_tokens=12)
+        return list(session.respond(cfg))
+
+    assert reply(None) == reply(0.3) != reply(0.8)
+    for bad in ("hot", -1, True):
+        model.save_trainable(path, extra={"generation": {"temperature": bad}})
+        with pytest.raises(VivavoceError, match="generation temperature"):
+            SpeechLM.load(path, backbone)
+
+
 def test_speech_adapters_act_at_speech_positions_only(backbone, model, proc, tmp_path):
     """Speech-gated adapters on the shared layers: zero at the start (the model without them); once trained they
     change what follows speech, never a text-only forward; the cached path, the fast decoder and a checkpoint

@@ -18,7 +18,7 @@ want_text, want_speech, text_branch, spelling_ids)` and `truncate(length)`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
@@ -35,7 +35,7 @@ MODES = ("true", "guided")
 @dataclass
 class GenerationConfig:
     mode: str = "guided"  # true | guided
-    temperature: float = 0.8  # speech sampling; 0 = greedy
+    temperature: float | None = None  # speech sampling; 0 = greedy; None: the checkpoint's (SpeechLM.speech_temperature)
     top_k: int = 50
     top_p: float = 0.95
     repetition_penalty: float = 1.0  # on speech codes of the last `repetition_window` steps
@@ -57,7 +57,7 @@ class GenerationConfig:
     def check(self) -> None:
         if self.mode not in MODES:
             raise VivavoceError(f"generation mode must be true or guided, not {self.mode!r}")
-        if self.temperature < 0 or self.text_temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+        if (self.temperature or 0) < 0 or self.text_temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise VivavoceError("temperatures must be >= 0, top_p in (0, 1], top_k >= 0")
         if not 0 <= self.min_speech_tokens <= self.max_speech_tokens:
             raise VivavoceError("need 0 <= min_speech_tokens <= max_speech_tokens")
@@ -199,6 +199,8 @@ class SpeechSession:
         `text` (guided mode): the words to speak, given instead of written by the text branch."""
         config = config or GenerationConfig()
         config.check()
+        if config.temperature is None:
+            config = replace(config, temperature=self.model.speech_temperature)
         if self._user_open is None:
             raise VivavoceError("nothing to answer: push the user's speech (or text) first")
         proc = self.proc

@@ -38,6 +38,9 @@ NONE = -1  # "no token in this stream at this position" (zero embedding), in bot
 IGNORE = -100  # target positions that carry no loss
 
 CHECKPOINT_KIND = "vivavoce-speechlm"
+# Speech sampling temperature of a checkpoint that names none (its metadata's "generation": {"temperature": T}).
+# A branch that reads from the phone track speaks its text best near 0.4, an older one near 0.8 (round 19).
+SPEECH_TEMPERATURE = 0.8
 
 
 @dataclass
@@ -114,6 +117,7 @@ class SpeechLM(nn.Module):
         if config.split_phone_track and not config.split_phonemes:
             raise VivavoceError("split_phone_track follows the word's phonemes: set split_phonemes too")
         self.config = config
+        self.speech_temperature = SPEECH_TEMPERATURE  # what `load` reads from the checkpoint
         self.backbone_config = backbone.config
         self.tokenizer = backbone.tokenizer
         self.num_layers, self.num_shared = L, L - K
@@ -276,6 +280,7 @@ class SpeechLM(nn.Module):
         config, _ = read_checkpoint(path, weights=False)
         model = cls(backbone, config)
         model.load_trainable(path)
+        model.speech_temperature = tuned_temperature(checkpoint_metadata(path), path)
         return model.eval()
 
     # ---- forward ----------------------------------------------------------------------------------------------
@@ -448,6 +453,14 @@ def read_checkpoint(path: str | Path, weights: bool = True) -> tuple[SpeechLMCon
     if meta.get("kind") != CHECKPOINT_KIND:
         raise VivavoceError(f"{path}: not a speech LM checkpoint (kind {meta.get('kind')!r})")
     return SpeechLMConfig.from_dict(json.loads(meta["config"])), state
+
+
+def tuned_temperature(meta: dict, path: str | Path) -> float:
+    """The speech sampling temperature a checkpoint was measured best at (export's `--speech-temperature`)."""
+    value = (meta.get("generation") or {}).get("temperature", SPEECH_TEMPERATURE)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 5:
+        raise VivavoceError(f"{path}: its generation temperature must be a number in [0, 5], not {value!r}")
+    return float(value)
 
 
 def checkpoint_metadata(path: str | Path) -> dict:

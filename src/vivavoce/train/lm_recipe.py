@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
-from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, checkpoint_metadata
+from vivavoce.model.speechlm import IGNORE, NONE, SpeechLM, SpeechLMConfig, checkpoint_metadata, tuned_temperature
 from vivavoce.train.lm_data import (Example, ExampleConfig, build_examples, load_answers, load_tokens, summarize,
                                     tokenize_corpora)
 from vivavoce.train.loop import LoopConfig, Recipe
@@ -665,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--codec", help="export: codec checkpoint folder whose tokenizer made the training tokens "
                    "(default: the shipped one); its fingerprint is stored so the engine can check it")
+    p.add_argument("--speech-temperature", type=float, default=None,
+                   help="export: the speech sampling temperature the engine uses with this checkpoint (default: "
+                   "the source's own, else 0.8)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -678,8 +681,11 @@ def main(argv: list[str] | None = None) -> int:
         from vivavoce.codec import Codec
 
         voice = assistant_dvector(args.voice_corpus) if args.voice_corpus else None
-        codec = {"codec_tokenizer": Codec.load(args.codec).tokenizer_fingerprint}
-        path = export_checkpoint(args.src, args.dst, args.dtype, voice, extra=codec)
+        extra: dict = {"codec_tokenizer": Codec.load(args.codec).tokenizer_fingerprint}
+        if args.speech_temperature is not None:
+            tuned_temperature({"generation": {"temperature": args.speech_temperature}}, "--speech-temperature")
+            extra["generation"] = {"temperature": args.speech_temperature}
+        path = export_checkpoint(args.src, args.dst, args.dtype, voice, extra=extra)
     except VivavoceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
