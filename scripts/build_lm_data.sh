@@ -23,6 +23,10 @@ OUT=${OUT:-cache/lm}
 CORPORA=${CORPORA:-corpus}
 TAKES_ANSWERS=${TAKES_ANSWERS:-1}
 CODEC=src/vivavoce/checkpoints/codec-lite-16k
+if [ "${STEADY:-0}" = 1 ] && [ "${READING:-0}" != 1 ]; then
+    echo "STEADY=1 chooses how joe's readings are spoken: it needs READING=1" >&2
+    exit 2
+fi
 if [ "${STEADY:-0}" = 1 ]; then
     READ_FLAGS=(--steady); READ_TAKES=1; READ_KIND=steady
 else
