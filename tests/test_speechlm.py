@@ -321,6 +321,26 @@ def test_phoneme_rows_hold_espeaks_phonemes_of_the_word_being_said(backbone, pro
     assert heard["fly,"] == "f l aɪ" and heard["2"] == "t uː"
 
 
+def test_phonemes_come_from_the_lexicon_without_espeak(monkeypatch):
+    """The shipped lexicon holds espeak-ng's phonemes of the words; with espeak-ng not installed (it is GPL and
+    optional at run time) a lexicon word still gets them, and a word outside it gets none rather than an error."""
+    import shutil
+
+    from vivavoce.model.spelling import Phonemizer, load_lexicon
+
+    lexicon = load_lexicon()
+    assert len(lexicon) > 20000 and {"penguins", "fly", "2", "kilometres"} <= set(lexicon)
+    if shutil.which("espeak-ng"):  # the lexicon is espeak-ng's own output, word for word
+        words = ["penguins", "kilometres", "2", "the"]
+        assert [Phonemizer(lexicon=False)(w) for w in words] == [lexicon[w] for w in words]
+    monkeypatch.setenv("PATH", "/nonexistent")
+    ph = Phonemizer()
+    assert ph("penguins") == lexicon["penguins"] and ph.unheard == 0
+    assert ph("zqxjvbrrt") == [] and ph.unheard == 1
+    ph.prime(["fly", "qqqzzk", "zqxjvbrrt"])
+    assert ph("fly") == lexicon["fly"] and ph.unheard == 2
+
+
 def test_phone_track_names_the_phoneme_being_said(backbone):
     """With the phone track, the row whose logits predict a code holds that code's phoneme (measured: the last
     phoneme of its word to start by then), the phonemes around it in the word and how long it has lasted; where

@@ -16,7 +16,8 @@ then the age + 1 (0: no word), then the word's phonemes the same way (`split_pho
 Phonemes (round 18): English spelling is a poor guide to sound, and a few thousand training texts teach the branch
 letter → sound for the words it saw, not for new ones. The codec tokenizer was trained to carry espeak-ng's
 phonemes (its CTC head reads them from the codes), so given the word's phonemes the branch has a near-direct map to
-learn. espeak-ng (GPL) runs as a separate process, once per distinct word (`Phonemizer`).
+learn. The phonemes come from a shipped lexicon of espeak-ng's output, and for other words from espeak-ng (GPL) in a
+separate process where it is installed (`Phonemizer`).
 
 The phone track (round 19, `split_phone_track`): the phoneme being said, its neighbours in the word and how many
 positions it has lasted, in the last TRACK columns. A probe found that codes follow from the phonemes when their
@@ -29,10 +30,16 @@ does, and the words' onsets follow the same table, so the track and the layout a
 
 from __future__ import annotations
 
+import gzip
+import json
+from functools import lru_cache
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from vivavoce.codec.phonemes import encode_phonemes, vocabulary
+from vivavoce.errors import VivavoceError
 from vivavoce.model.speechlm import NONE
 
 SYMBOLS = "abcdefghijklmnopqrstuvwxyz0123456789',.?!;:-"
@@ -63,12 +70,18 @@ def word_of(letters: list[int]) -> str:
 
 
 class Phonemizer:
-    """Word → phoneme ids of the codec tokenizer's CTC head (`codec/phonemes.py`), by espeak-ng in a separate
-    process; each distinct word is phonemised once. `prime` phonemises many words in a few calls."""
+    """Word → phoneme ids of the codec tokenizer's CTC head (`codec/phonemes.py`): from the shipped lexicon
+    (`LEXICON`: espeak-ng's output for the backbone's whole-word tokens and the training texts' words), else by
+    espeak-ng in a separate process (GPL: never imported, and optional at run time: without it a word outside the
+    lexicon gets no phonemes and the speech branch reads its letters alone). Each distinct word is looked up once;
+    `prime` phonemises many words in a few calls."""
 
-    def __init__(self, voice: str = "en-us"):
+    def __init__(self, voice: str = "en-us", lexicon: bool = True):
         self.voice = voice
         self.known: dict[str, list[int]] = {"": []}
+        if lexicon and voice == LEXICON_VOICE:
+            self.known.update(load_lexicon())
+        self.unheard = 0  # words that got no phonemes because espeak-ng is not installed
 
     def __call__(self, word: str) -> list[int]:
         if word not in self.known:
@@ -76,9 +89,15 @@ class Phonemizer:
         return self.known[word]
 
     def prime(self, words, chunk: int = 200) -> None:
+        import shutil
+
         from vivavoce.speechtools.tts import espeak_ipa_lines, espeak_words  # separate processes: espeak-ng is GPL
 
         todo = sorted({w for w in words if w not in self.known})
+        if todo and shutil.which("espeak-ng") is None:
+            self.unheard += len(todo)
+            self.known.update({w: [] for w in todo})
+            return
         for i in range(0, len(todo), chunk):
             part = todo[i : i + chunk]
             # Where espeak's lines do not match the words one to one, each word gets a call of its own.
@@ -86,6 +105,37 @@ class Phonemizer:
             if lines is None:
                 lines = [" ".join(espeak_ipa_lines(w, self.voice, check=False) or []) for w in part]
             self.known.update({w: encode_phonemes(ipa) for w, ipa in zip(part, lines)})
+
+
+LEXICON = Path(__file__).with_name("lexicon-en-us.json.gz")
+LEXICON_VOICE = "en-us"
+
+
+@lru_cache(maxsize=1)
+def load_lexicon() -> dict[str, list[int]]:
+    """The shipped lexicon (`scripts/build_phoneme_lexicon.py`), {} where there is none. Its phoneme ids are
+    checked against the vocabulary it was written with, so a changed `phonemes.txt` cannot misread it."""
+    if not LEXICON.is_file():
+        return {}
+    data = json.loads(gzip.decompress(LEXICON.read_bytes()))
+    if data.get("vocabulary") != list(vocabulary()):
+        raise VivavoceError(f"{LEXICON}: written for another phoneme vocabulary; rebuild it "
+                            "(scripts/build_phoneme_lexicon.py)")  # fmt: skip
+    return data["words"]
+
+
+def write_lexicon(words, path: Path = LEXICON, voice: str = LEXICON_VOICE) -> int:
+    """Phonemise `words` (spelling-input keys, `word_of`) by espeak-ng and store them as the lexicon; returns the
+    count of words with phonemes."""
+    ph = Phonemizer(voice, lexicon=False)
+    ph.prime(words)
+    if ph.unheard:
+        raise VivavoceError("writing the lexicon needs espeak-ng (apt-get install espeak-ng)")
+    table = {w: ph.known[w] for w in sorted(set(words)) if w and ph.known.get(w)}
+    blob = json.dumps({"voice": voice, "vocabulary": list(vocabulary()), "words": table}, separators=(",", ":"))
+    path.write_bytes(gzip.compress(blob.encode(), mtime=0))
+    load_lexicon.cache_clear()
+    return len(table)
 
 
 def duration_keys(phone: int, after: int, pause: int) -> tuple[str, ...]:
