@@ -6,7 +6,8 @@ word or a clause. Held-out texts (the dev/test answers of the cache) are then de
 transcribed by Whisper, with the phonemes timed three ways:
 - `measured`: the forced alignment of the recording (`phone_onsets` of the token cache);
 - `table`: the duration table generation uses (`lm_align.fit_phone_durations`, `spelling.PhoneTiming`), the words
-  one after another;
+  one after another; `table_3keys` the same without the phoneme before (round 19's table), `table_median` with
+  medians instead of means;
 - and the recording's own codes, the codec's ceiling.
 Round 19 ran the first version of this probe (CTC-frame timing) before building `split_phone_track`.
 
@@ -75,9 +76,11 @@ def main() -> None:
     rows = [r for r in load_tokens(args.tokens) if r["turn"] == "assistant" and r.get("phone_onsets")]
     train = [r for r in rows if r["split"] == "train"]
     held = random.Random(0).sample([r for r in rows if r["split"] != "train"], args.held_out)
-    timing = PhoneTiming(fit_phone_durations(train, proc))
+    timings = {"table": PhoneTiming(fit_phone_durations(train, proc)),
+               "table_3keys": PhoneTiming(fit_phone_durations(train, proc, before=False)),
+               "table_median": PhoneTiming(fit_phone_durations(train, proc, stat="median"))}
 
-    def phonemes(r):
+    def phonemes(r, timing=timings["table"]):
         """[(phoneme, ends a word, pause class)], measured starts, the table's starts; None if espeak disagrees."""
         phones, measured, table, at = [], [], [], 0.0
         for a, word in proc.words(r["text_ids"]):
@@ -140,19 +143,22 @@ def main() -> None:
     probe.eval()
     evaluator = Evaluator(sphinx=False)
     voice = joe_voice()
-    refs, hyps, right, n = [], {"recording": [], "measured": [], "table": []}, 0, 0
+    refs, hyps, right, n = [], {"recording": [], "measured": [], **{k: [] for k in timings}}, 0, 0
     for r in held:
         found = phonemes(r)
         if not found:
             continue
-        phones, measured, table, length = found
+        phones, measured, _, _ = found
         with torch.no_grad():
             by_measure = probe(torch.from_numpy(track_of(phones, measured, len(r["speech_ids"])))[None])[0].argmax(-1)
-            by_table = probe(torch.from_numpy(track_of(phones, table, length + 2))[None])[0].argmax(-1)
+            codes = {"recording": r["speech_ids"], "measured": by_measure.tolist()}
+            for key, timing in timings.items():
+                _, _, table, length = phonemes(r, timing)
+                codes[key] = probe(torch.from_numpy(track_of(phones, table, length + 2))[None])[0].argmax(-1).tolist()
         right += int((by_measure == torch.tensor(r["speech_ids"])).sum())
         n += len(r["speech_ids"])
         refs.append(r["text"])
-        for key, ids in (("recording", r["speech_ids"]), ("measured", by_measure.tolist()), ("table", by_table.tolist())):
+        for key, ids in codes.items():
             audio = codec.decode(ids, voice)
             hyps[key].append(evaluator.score(key, audio, codec.sample_rate, reference=r["text"]).transcript)
         print(f"{r['text'][:50]!r} -> {hyps['table'][-1][:60]!r}", flush=True)

@@ -89,3 +89,30 @@ def test_phone_durations_fit_gives_back_the_measured_onsets(backbone):
     fitted = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(phone_tokens=table))
     for r in rows:
         assert fitted.estimate_onsets(r["text_ids"]) == r["word_onsets"]
+
+
+def test_phone_durations_depend_on_the_phoneme_before(backbone):
+    """A phoneme that lasts 6 codes after /f/ and 2 after /s/ (same phoneme after it, same pause): the table keeps
+    them apart by the phoneme before, where one without it would give both their mean, 4."""
+    from vivavoce.model.spelling import PhoneTiming
+
+    proc = SpeechLMProcessor(backbone.tokenizer, SpeechLMConfig(split_spelling=True, split_phonemes=True,
+                                                                split_phone_track=True))  # fmt: skip
+    f = proc.phones_of("fit")[0]
+    s = proc.phones_of("sit")[0]
+    assert f[1:] == s[1:] and f[0] != s[0]
+    rows = []
+    for text in ["fit sit fit sit", "sit fit sit fit"]:
+        ids = proc.text_ids(text)
+        onsets, phone_onsets, at = [None] * len(ids), [None] * len(ids), 0
+        for a, w in proc.words(ids):
+            phones = proc.phones_of(w)[0]
+            lasts = [6 if i == 1 and phones[0] == f[0] else 2 for i in range(len(phones))]
+            onsets[a], phone_onsets[a] = at, [at + sum(lasts[:i]) for i in range(len(phones))]
+            at += sum(lasts)
+        rows.append({"text_ids": ids, "speech_ids": [0] * at, "word_onsets": onsets, "phone_onsets": phone_onsets})
+    table = fit_phone_durations(rows, proc, min_count=1)
+    timing = PhoneTiming(table)
+    assert timing.durations(f, [5, 8, 19]) == [2.0, 6.0, 2.0] and timing.durations(s, [18, 8, 19]) == [2.0] * 3
+    without = PhoneTiming(fit_phone_durations(rows, proc, min_count=1, before=False))
+    assert without.durations(f, [5, 8, 19])[1] == without.durations(s, [18, 8, 19])[1] == 4.0

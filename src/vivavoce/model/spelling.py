@@ -138,10 +138,12 @@ def write_lexicon(words, path: Path = LEXICON, voice: str = LEXICON_VOICE) -> in
     return len(table)
 
 
-def duration_keys(phone: int, after: int, pause: int) -> tuple[str, ...]:
-    """The duration table's keys for a phoneme, finest first: with the phoneme after it (0: the word's end) and
-    the word's pause class, with its place in the word and the pause class, alone, and any phoneme."""
-    return f"{phone} {after} {pause}", f"{phone} {'end' if after == 0 else 'mid'} {pause}", f"{phone}", "*"
+def duration_keys(phone: int, after: int, pause: int, before: int | None = None) -> tuple[str, ...]:
+    """The duration table's keys for a phoneme, finest first: with the phonemes before it (0: the word's start;
+    None: no such key) and after it (0: the word's end) and the word's pause class, without the one before, with
+    its place in the word and the pause class, alone, and any phoneme."""
+    finest = () if before is None else (f"{before}<{phone} {after} {pause}",)
+    return *finest, f"{phone} {after} {pause}", f"{phone} {'end' if after == 0 else 'mid'} {pause}", f"{phone}", "*"
 
 
 def pause_class(letters: list[int]) -> int:
@@ -165,7 +167,8 @@ class PhoneTiming:
         out = []
         for i, ph in enumerate(phones):
             nxt = phones[i + 1] if i + 1 < len(phones) else 0
-            out.append(next((t[k] for k in duration_keys(ph, nxt, pause) if k in t), 2.0))
+            keys = duration_keys(ph, nxt, pause, phones[i - 1] if i else 0)
+            out.append(next((t[k] for k in keys if k in t), 2.0))
         return out
 
     def __call__(self, phones: list[int], letters: list[int]) -> list[float]:

@@ -107,7 +107,8 @@ def fit_onset_rule(rows: list[dict], processor) -> dict[str, float]:
             "onset_per_char": round(float(coef[1]), 3), "onset_pause": round(float(coef[2]), 3)}  # fmt: skip
 
 
-def fit_phone_durations(rows: list[dict], processor, min_count: int = 3) -> dict[str, float]:
+def fit_phone_durations(rows: list[dict], processor, min_count: int = 3, before: bool = True,
+                        stat: str = "mean") -> dict[str, float]:
     """The phone track's duration table (`spelling.PhoneTiming`) from rows with measured phone onsets: the mean
     duration in codec tokens of each phoneme (to the next phoneme's start, so a clause's last one holds its pause)
     by (phoneme, next phoneme or 0 at the word's end, pause class), by (phoneme, at the word's end, pause class), by
@@ -133,11 +134,12 @@ def fit_phone_durations(rows: list[dict], processor, min_count: int = 3) -> dict
             for i, ph in enumerate(phones):
                 nxt = phones[i + 1] if i + 1 < len(phones) else 0
                 d = float((starts[i + 1] if i + 1 < len(phones) else end) - starts[i])
-                for key in duration_keys(ph, nxt, pause):
+                for key in duration_keys(ph, nxt, pause, (phones[i - 1] if i else 0) if before else None):
                     found.setdefault(key, []).append(d)
     if "*" not in found:
         raise VivavoceError("no measured phone onsets: too few to fit the phone durations")
-    table = {k: float(np.mean(v)) for k, v in found.items() if len(v) >= min_count or k == "*"}
+    average = {"mean": np.mean, "median": np.median}[stat]
+    table = {k: float(average(v)) for k, v in found.items() if len(v) >= min_count or k == "*"}
     # Words whose phonemes were left out above, and a reply's first word (which holds any silence before it),
     # still take their time: scale the table so that the replies' words end where they were measured to.
     timing, said, estimated = PhoneTiming(table), 0.0, 0.0
