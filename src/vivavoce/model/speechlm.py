@@ -457,7 +457,8 @@ def read_checkpoint(path: str | Path, weights: bool = True) -> tuple[SpeechLMCon
 
 def tuned_temperature(meta: dict, path: str | Path) -> float:
     """The speech sampling temperature a checkpoint was measured best at (export's `--speech-temperature`)."""
-    value = (meta.get("generation") or {}).get("temperature", SPEECH_TEMPERATURE)
+    tuned = meta.get("generation") or {}
+    value = tuned.get("temperature", SPEECH_TEMPERATURE) if isinstance(tuned, dict) else tuned
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 5:
         raise VivavoceError(f"{path}: its generation temperature must be a number in [0, 5], not {value!r}")
     return float(value)
