@@ -321,7 +321,7 @@ def test_phoneme_rows_hold_espeaks_phonemes_of_the_word_being_said(backbone, pro
     assert heard["fly,"] == "f l aɪ" and heard["2"] == "t uː"
 
 
-def test_phonemes_come_from_the_lexicon_without_espeak(monkeypatch):
+def test_phonemes_come_from_the_lexicon_without_espeak(monkeypatch, capsys):
     """The shipped lexicon holds espeak-ng's phonemes of the words; with espeak-ng not installed (it is GPL and
     optional at run time) a lexicon word still gets them, and a word outside it gets none rather than an error."""
     import shutil
@@ -339,6 +339,7 @@ def test_phonemes_come_from_the_lexicon_without_espeak(monkeypatch):
     assert ph("zqxjvbrrt") == [] and ph.unheard == 1
     ph.prime(["fly", "qqqzzk", "zqxjvbrrt"])
     assert ph("fly") == lexicon["fly"] and ph.unheard == 2
+    assert capsys.readouterr().err.count("espeak-ng is not installed") == 1  # said once, on one line
 
 
 def test_phone_track_names_the_phoneme_being_said(backbone):

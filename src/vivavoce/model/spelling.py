@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -95,6 +96,9 @@ class Phonemizer:
 
         todo = sorted({w for w in words if w not in self.known})
         if todo and shutil.which("espeak-ng") is None:
+            if not self.unheard:  # once: a token cache made so would hold words without phonemes
+                print(f"note: espeak-ng is not installed; words outside the phoneme lexicon get no phonemes "
+                      f"(first: {todo[0]!r})", file=sys.stderr)
             self.unheard += len(todo)
             self.known.update({w: [] for w in todo})
             return
