@@ -11,7 +11,7 @@ the true past, so no error compounds; and the WER of the recording's own codes d
 Round 7 found free reading intelligible only where teacher-forced accuracy reaches ~0.45.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_reading.py --tokens cache/lm/tokens.jsonl \
-        [--checkpoint CKPT] [--codec DIR] [--train 6] [--held-out 4] [--held-out-from TOKENS] [--temperature 0.8] \
+        [--checkpoint CKPT] [--codec DIR] [--train 6] [--held-out 4] [--held-out-from TOKENS] [--temperature T] \
         [--json reports/reading.json]
 """
 
