@@ -1,7 +1,8 @@
 """Writes the speech branch's phoneme lexicon (src/vivavoce/model/lexicon-en-us.json.gz): espeak-ng's phonemes,
-in the codec tokenizer's CTC units, of every word the spelling input can name: the backbone's whole-word tokens
-the numbers 0-1000 and 1900-2100, and the words of the given texts (token caches, corpora's manifests: any JSONL with a "text" field). With it the
-engine needs no espeak-ng for those words (espeak-ng is GPL and optional at run time; see model/spelling.py).
+in the codec tokenizer's CTC units, of every word the spelling input can name: the backbone's whole-word tokens,
+the numbers 0-1000 and 1900-2100, and the words of the given texts (token caches, corpora's manifests: any JSONL
+with a "text" field). With it the engine needs no espeak-ng for those words (espeak-ng is GPL and optional at run
+time; see model/spelling.py).
 
     PYTHONPATH=src .venv/bin/python scripts/build_phoneme_lexicon.py /work/data/tokens-ph.jsonl [more.jsonl ...]
 """
@@ -23,7 +24,7 @@ def main() -> int:
     from vivavoce.model.backbone import load_backbone
     from vivavoce.model.processor import SpeechLMProcessor
     from vivavoce.model.speechlm import SpeechLMConfig
-    from vivavoce.model.spelling import LEXICON, letters_of, word_of, write_lexicon
+    from vivavoce.model.spelling import LEXICON, letters_of, spelled_words, word_of, write_lexicon
 
     tokenizer = load_backbone().tokenizer
     proc = SpeechLMProcessor(tokenizer, SpeechLMConfig(split_spelling=True, split_phonemes=True))
@@ -34,14 +35,8 @@ def main() -> int:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 text = json.loads(line).get("text") or ""
-                # the keys the spelling track asks for: a word's letters across its tokens (spelling.spelling_ids)
-                current: list[int] = []
-                for t in tokenizer(text, add_special_tokens=False)["input_ids"]:
-                    if starts[t] and current:
-                        words.add(word_of(current))
-                        current = []
-                    current += letters[t]
-                words.add(word_of(current))
+                # the keys the spelling track asks for, and the words as the text splits them
+                words.update(spelled_words(letters, starts, tokenizer(text, add_special_tokens=False)["input_ids"]))
                 words.update(word_of(letters_of(w)) for w in text.split())
     # Numbers: the backbone splits them into digits, so none is a whole-word token; the LLM writes them often.
     words.update(str(n) for n in [*range(1001), *range(1900, 2101)])

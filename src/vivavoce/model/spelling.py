@@ -150,6 +150,28 @@ def duration_keys(phone: int, after: int, pause: int, before: int | None = None)
     return *finest, f"{phone} {after} {pause}", f"{phone} {'end' if after == 0 else 'mid'} {pause}", f"{phone}", "*"
 
 
+def word_duration_keys(phones: list[int], pause: int, before: bool = True) -> list[tuple[str, ...]]:
+    """`duration_keys` of each phoneme of a word (`before` False: without the phoneme-before key): what the table is
+    fitted by (`lm_align.fit_phone_durations`) and read by (`PhoneTiming`)."""
+    n = len(phones)
+    return [duration_keys(ph, phones[i + 1] if i + 1 < n else 0, pause, (phones[i - 1] if i else 0) if before else None)
+            for i, ph in enumerate(phones)]  # fmt: skip
+
+
+def spelled_words(token_letters: list[list[int]], word_start: list[bool], ids) -> list[str]:
+    """The words (`word_of` keys) a spelling track names in a stream of text token ids: a word's letters run across
+    its tokens until the next token that begins a word. Ids outside the vocabulary (NONE) are skipped."""
+    words, letters = [], []
+    for t in ids:
+        if t == NONE or t >= len(token_letters):
+            continue
+        if word_start[t] and letters:
+            words.append(word_of(letters))
+            letters = []
+        letters += token_letters[t]
+    return [*words, word_of(letters)]
+
+
 def pause_class(letters: list[int]) -> int:
     """0: the word runs on; 1: it ends a clause (, ; :); 2: a sentence (. ! ?)."""
     last = SYMBOLS[letters[-1]] if letters else ""
@@ -167,13 +189,8 @@ class PhoneTiming:
         self.table = table or {}
 
     def durations(self, phones: list[int], letters: list[int]) -> list[float]:
-        pause, t = pause_class(letters), self.table
-        out = []
-        for i, ph in enumerate(phones):
-            nxt = phones[i + 1] if i + 1 < len(phones) else 0
-            keys = duration_keys(ph, nxt, pause, phones[i - 1] if i else 0)
-            out.append(next((t[k] for k in keys if k in t), 2.0))
-        return out
+        t = self.table
+        return [next((t[k] for k in keys if k in t), 2.0) for keys in word_duration_keys(phones, pause_class(letters))]
 
     def __call__(self, phones: list[int], letters: list[int]) -> list[float]:
         """Where each phoneme starts, in positions from the word's first code."""
@@ -268,13 +285,7 @@ def spelling_ids(track: SpellingTrack, text_ids: torch.Tensor, speech_ids: torch
     out = torch.zeros(B, T, WIDTH, dtype=torch.long)
     tx, sp = text_ids.tolist(), speech_ids.tolist()
     if track.phonemizer is not None:  # every word of the grids in a few espeak calls, not one call per word
-        words, letters = [], []
-        for t in (t for row in tx for t in row if t != NONE and t < len(track.token_letters)):
-            if track.word_start[t] and letters:
-                words.append(word_of(letters))
-                letters = []
-            letters += track.token_letters[t]
-        track.phonemizer.prime([*words, word_of(letters)])
+        track.phonemizer.prime(spelled_words(track.token_letters, track.word_start, (t for row in tx for t in row)))
     pos = position_ids.tolist() if position_ids is not None else None
     index = phone_index.tolist() if phone_index is not None else [[-1] * T] * B
     for b in range(B):

@@ -114,7 +114,7 @@ def fit_phone_durations(rows: list[dict], processor, min_count: int = 3, before:
     by (phoneme, next phoneme or 0 at the word's end, pause class), by (phoneme, at the word's end, pause class), by
     phoneme, and over all ("*"); keys seen fewer than `min_count` times are left to the next. All are scaled so
     that the estimated onset of a reply's last word falls where it was measured, on average."""
-    from vivavoce.model.spelling import PhoneTiming, duration_keys, pause_class
+    from vivavoce.model.spelling import PhoneTiming, pause_class, word_duration_keys
 
     replies = []  # per reply with phone onsets: its words' (phone onsets, text), and its length in codes
     for r in rows:
@@ -130,11 +130,9 @@ def fit_phone_durations(rows: list[dict], processor, min_count: int = 3, before:
             phones, letters = processor.phones_of(word)
             if len(phones) != len(starts):  # espeak said the word otherwise in a sentence: leave it out
                 continue
-            pause = pause_class(letters)
-            for i, ph in enumerate(phones):
-                nxt = phones[i + 1] if i + 1 < len(phones) else 0
+            for i, keys in enumerate(word_duration_keys(phones, pause_class(letters), before)):
                 d = float((starts[i + 1] if i + 1 < len(phones) else end) - starts[i])
-                for key in duration_keys(ph, nxt, pause, (phones[i - 1] if i else 0) if before else None):
+                for key in keys:
                     found.setdefault(key, []).append(d)
     if "*" not in found:
         raise VivavoceError("no measured phone onsets: too few to fit the phone durations")
