@@ -189,23 +189,26 @@ def pack(grids, row_tokens: int, seed: int = 0, soft: list | None = None) -> Row
 
 @torch.no_grad()
 def teacher_top_k(model: SpeechLM, processor: SpeechLMProcessor, pairs: list[tuple[str, str]], k: int,
-                  batch_size: int = 16, bf16: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                  batch_size: int = 16, bf16: bool = True,
+                  device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per (question, answer): the frozen text model's k most likely next tokens and their log-probabilities at
     each of the answer's text targets, the question given as text in the s2t layout. With no speech in it the
-    model is the bare backbone, so these are the LLM's own distributions: the targets of `kd_weight`."""
+    model is the bare backbone, so these are the LLM's own distributions: the targets of `kd_weight`. `device`:
+    where the model is; the results come back on the CPU."""
     out = []
     for b in range(0, len(pairs), batch_size):
         grids = [processor.encode([ChatTurn("user", q), ChatTurn("assistant", a)], mode="s2t")
                  for q, a in pairs[b : b + batch_size]]  # fmt: skip
         batch = processor.collate(grids)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hidden = model.shared_hidden(batch.text_ids, batch.speech_ids, attention_mask=batch.attention_mask)
-            th, _ = model.branches_from_hidden(hidden, attention_mask=batch.attention_mask, speech=False)
+        mask = batch.attention_mask.to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            hidden = model.shared_hidden(batch.text_ids.to(device), batch.speech_ids.to(device), attention_mask=mask)
+            th, _ = model.branches_from_hidden(hidden, attention_mask=mask, speech=False)
         for i in range(len(grids)):
-            at = batch.text_targets[i] != IGNORE
+            at = (batch.text_targets[i] != IGNORE).to(device)
             logp = model.text_head(th[i][at]).float().log_softmax(-1)
             top = logp.topk(k, dim=-1)
-            out.append((top.indices.to(torch.int32), top.values.to(torch.float16)))
+            out.append((top.indices.to("cpu", torch.int32), top.values.to("cpu", torch.float16)))
     return out
 
 
@@ -367,8 +370,16 @@ class LMRecipe(Recipe):
         h = hashlib.sha1(json.dumps([pairs, prompt, self.cfg.kd_top_k, self.cfg.backbone]).encode()).hexdigest()[:12]
 
         def compute() -> dict[str, torch.Tensor]:
-            self.log(f"teacher distributions of {len(pairs)} (question, answer) pairs ({name})")
-            found = teacher_top_k(self.model, self.processor, pairs, self.cfg.kd_top_k, bf16=self.cfg.loop.bf16)
+            # the recipe is built on the CPU and moved later: a GPU run lends the teacher its GPU for this pass
+            dev = self.cfg.loop.device
+            dev = dev if dev.startswith("cuda") and torch.cuda.is_available() else "cpu"
+            self.log(f"teacher distributions of {len(pairs)} (question, answer) pairs ({name}, {dev})")
+            self.model.to(dev)
+            try:
+                found = teacher_top_k(self.model, self.processor, pairs, self.cfg.kd_top_k, bf16=self.cfg.loop.bf16,
+                                      device=dev)
+            finally:
+                self.model.to("cpu")
             return {"ids": torch.cat([i for i, _ in found]), "logp": torch.cat([v for _, v in found]),
                     "ends": torch.tensor([len(i) for i, _ in found]).cumsum(0)}  # fmt: skip
 
