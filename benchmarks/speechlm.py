@@ -109,7 +109,8 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     return items, summary
 
 
-def read_aloud(engine, text: str, guided: bool, temperature: float | None = None) -> tuple[list[int], np.ndarray]:
+def read_aloud(engine, text: str, guided: bool, temperature: float | None = None,
+               seed: int = 0) -> tuple[list[int], np.ndarray]:
     """The speech branch reads `text` (tts system prompt, the text as a written user turn, a fresh session on the
     reference cache): guided by the same text, given (the tts task), or as a true-mode reply (the tts_true task).
     Its codes and their audio. `temperature` None: the checkpoint's own."""
@@ -117,7 +118,7 @@ def read_aloud(engine, text: str, guided: bool, temperature: float | None = None
 
     session = SpeechSession(engine.model, engine.processor, None, mode="tts")
     session.push_text(text)
-    config = GenerationConfig(mode="guided" if guided else "true", seed=0, temperature=temperature)
+    config = GenerationConfig(mode="guided" if guided else "true", seed=seed, temperature=temperature)
     ids = [t for kind, t in session.respond(config, text=text if guided else None) if kind == "speech"]
     audio = engine.codec.decode(ids, engine._voice()) if ids else np.zeros(0, dtype=np.float32)
     return ids, audio
