@@ -46,14 +46,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from speechlm import read_aloud  # benchmarks/speechlm.py, beside this script
+    from speechlm_reading import held_out_answers  # the reading benchmark's held-out texts, in its order
 
     from vivavoce.engine.speechlm import SpeechLMEngine, SpeechLMEngineConfig
     from vivavoce.eval import intelligibility
     from vivavoce.eval.report import Evaluator
     from vivavoce.train.lm_data import load_tokens
 
-    rows = load_tokens(args.tokens)
-    held = list({r["text"]: r for r in rows if r["split"] in ("dev", "test") and r["turn"] == "assistant"}.values())
+    held = held_out_answers(load_tokens(args.tokens))
     engine = SpeechLMEngine(SpeechLMEngineConfig(checkpoint=args.checkpoint))
     torch.set_num_threads(args.threads)
     proc, evaluator = engine.processor, Evaluator(sphinx=False)

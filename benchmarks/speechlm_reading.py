@@ -51,7 +51,7 @@ def main() -> None:
     rows = load_tokens(args.tokens)
     train = [r for r in rows if r["split"] == "train" and str(r["dialogue"]).startswith("turn-")
              and r["turn"] == "assistant"]  # fmt: skip
-    held = list({r["text"]: r for r in rows if r["split"] in ("dev", "test") and r["turn"] == "assistant"}.values())
+    held = held_out_answers(rows)
     if args.held_out_from:  # e.g. spoken answers that this run did not train on: longer, more of them
         seen = {r["text"] for r in rows}
         more = [r for r in load_tokens(args.held_out_from) if str(r["dialogue"]).startswith("turn-ans-")
@@ -92,6 +92,11 @@ def main() -> None:
         temperature = engine.model.speech_temperature if args.temperature is None else args.temperature
         Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "temperature": temperature,
                                                "results": results}, indent=1))  # fmt: skip
+
+
+def held_out_answers(rows: list[dict]) -> list[dict]:
+    """A token cache's dev/test assistant answers, one row per distinct text, in the cache's order."""
+    return list({r["text"]: r for r in rows if r["split"] in ("dev", "test") and r["turn"] == "assistant"}.values())
 
 
 def teacher_forced_argmax(engine, row: dict) -> list[int]:
