@@ -111,6 +111,8 @@ def render_alignment(texts: list[tuple[str, str]] | list[tuple[str, str, str]], 
 
     out = Path(out)
     manifest = out / "manifests" / f"train-{shard}.jsonl"
+    # read here and again by _resume: this check must come before _resume rewrites the manifest, so that a folder
+    # of the other kind is refused untouched
     if manifest.is_file() and any(bool(r.get("steady")) != steady for r in read_jsonl(manifest)[0]):
         kind = "steady" if steady else "sampled"
         raise VivavoceError(f"{out} holds takes of the other kind; render {kind} takes into a folder of their own")
