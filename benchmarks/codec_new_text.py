@@ -31,7 +31,6 @@ def main() -> None:
 
     import jiwer
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(1)
     from vivavoce.audio.io import read_audio
@@ -59,12 +58,10 @@ def main() -> None:
             original.append(evaluator.score("original", audio, 16000, reference=r["text"]).transcript)
             resynth.append(evaluator.score("resynthesis", back, codec.sample_rate, reference=r["text"]).transcript)
             with torch.no_grad():
-                logp = tok.phone_log_probs(ids)
-                greedy = ctc_greedy(logp[0].argmax(-1).tolist())
-                target = encode_phonemes(r["phonemes"])
-                ctc_nats += F.ctc_loss(logp.transpose(0, 1), torch.tensor(target), torch.tensor([logp.shape[1]]),
-                                       torch.tensor([len(target)]), reduction="sum", zero_infinity=True).item()
-                n_phones += len(target)
+                greedy = ctc_greedy(tok.phone_log_probs(ids)[0].argmax(-1).tolist())
+            target = encode_phonemes(r["phonemes"])
+            ctc_nats += tok.phone_ctc_nats(ids, target)
+            n_phones += len(target)
             phones.append(" ".join(map(str, target)))
             heard.append(" ".join(map(str, greedy)))
         name = Path(manifest).parent.parent.name + "/" + Path(manifest).stem

@@ -3,9 +3,9 @@ pick the intelligible take among N sampled ones?
 
 Each held-out answer of a token cache is read N times in guided mode (seeds 0..N-1, `speechlm.read_aloud`). Each
 take is scored by the CTC loss per phoneme of the text's phonemes (the processor's, in the phone head's ids) under
-`tokenizer.phone_log_probs` of its codes, and transcribed by Whisper tiny.en. Reported WERs: seed 0 alone, the mean
-over single seeds, the take the CTC score picks, and the oracle (the take Whisper likes best: the ceiling of any
-reranker).
+the tokenizer's phone head over its codes (`phone_ctc_nats`), and transcribed by Whisper tiny.en. Reported WERs:
+seed 0 alone, the mean over single seeds, the take the CTC score picks, and the oracle (the take Whisper likes
+best: the ceiling of any reranker).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/reading_rerank.py --tokens cache/lm/tokens.jsonl \
         [--checkpoint CKPT] [--n 4] [--held-out 12] [--temperature T] [--json reports/reading-rerank.json]
@@ -16,18 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-
-def ctc_phone_nll(tokenizer, ids: list[int], phones: list[int]) -> float:
-    """CTC loss per phoneme of `phones` given speech tokens `ids` (lower: the tokens say the phonemes more surely)."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        logp = tokenizer.phone_log_probs(ids)[0]
-    loss = F.ctc_loss(logp[:, None], torch.tensor([phones]), torch.tensor([logp.shape[0]]),
-                      torch.tensor([len(phones)]), reduction="sum", zero_infinity=True)  # fmt: skip
-    return float(loss) / len(phones)
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
         for seed in range(args.n):
             ids, audio = read_aloud(engine, r["text"], guided=True, temperature=args.temperature, seed=seed)
             hyp = evaluator.score(f"{seed}", audio, engine.codec.sample_rate, reference=r["text"]).transcript
-            nll = ctc_phone_nll(engine.codec.tokenizer, ids, phones) if ids and phones else float("inf")
+            nll = engine.codec.tokenizer.phone_ctc_nats(ids, phones) / len(phones) if ids and phones else float("inf")
             found.append((nll, intelligibility.corpus_wer([r["text"]], [hyp]), hyp))
         refs.append(r["text"])
         takes.append(found)

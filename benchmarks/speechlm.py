@@ -152,7 +152,7 @@ def pool_seeds(runs: list[tuple[int, list, dict]]) -> tuple[list, dict]:
 
     items = [i for _, run_items, _ in runs for i in run_items]
     summary = summarize(items)
-    for key in ("self_wer", "text_wer", "first_audio_p50_s", "speech_tokens_per_s", "engine_load_s"):
+    for key in ("self_wer", "text_wer", "first_audio_p50_s", "speech_tokens_per_s"):
         values = [s[key] for _, _, s in runs if s.get(key) is not None]
         summary[key] = float(np.mean(values)) if values else None
     summary["answered"] = sum(s["answered"] for _, _, s in runs)
@@ -200,10 +200,9 @@ def main() -> None:
             if mode:  # one engine for every seed: a second one loaded beside it slowed decoding ~1.5x
                 engine.config.generation = replace(engine.config.generation, seed=seed)
             label = name if len(seeds) == 1 or not mode else f"{name}@{seed}"
-            items, summary = run_engine(label, engine, mode, questions, evaluator)
-            summary["engine_load_s"] = load_s
-            runs.append((seed, items, summary))
+            runs.append((seed, *run_engine(label, engine, mode, questions, evaluator)))
         items, summary = runs[0][1:] if len(runs) == 1 else pool_seeds(runs)
+        summary["engine_load_s"] = load_s
         print(format_table(items, summary))
         results[name] = summary
         all_items += items

@@ -178,6 +178,16 @@ def test_phoneme_vocabulary_round_trip():
     assert decode_phonemes(ids).replace(" ", "") == "".join(ch for ch in ipa if ch not in "ˈˌ ")
 
 
+def test_phone_ctc_nats_are_lowest_for_the_words_said(codec, speech):
+    """The phone head's CTC loss of a clip's tokens is lower per phoneme for what the clip says than for another
+    sentence (the score `benchmarks/reading_rerank.py` ranks takes by)."""
+    ids = codec.encode(speech)
+    said = encode_phonemes(espeak_phonemes("The weather today is cold, but tomorrow should be a little warmer."))
+    other = encode_phonemes(espeak_phonemes("A bridge joins two roads across the river, far from the village."))
+    per_phone = [codec.tokenizer.phone_ctc_nats(ids, p) / len(p) for p in (said, other)]
+    assert 0 < per_phone[0] < 0.5 * per_phone[1]
+
+
 def _tiny_run(tmp_path: Path) -> Path:
     from vivavoce.audio.io import write_audio
 

@@ -202,3 +202,11 @@ class Tokenizer(nn.Module):
         vocab): what the tokens themselves say (forced alignment, phone error rate, CTC loss of a tokenizer)."""
         ids = torch.as_tensor(ids, dtype=torch.long)
         return self.ctc_logits(self.fsq.codes(ids[None] if ids.dim() == 1 else ids).float())
+
+    @torch.no_grad()
+    def phone_ctc_nats(self, ids, phones: list[int]) -> float:
+        """CTC loss in nats (summed) of phoneme ids `phones` given one sequence of token ids: how surely the tokens
+        say those phonemes (divide by len(phones) for nats per phoneme)."""
+        logp = self.phone_log_probs(ids)
+        return F.ctc_loss(logp.transpose(0, 1), torch.tensor([phones]), torch.tensor([logp.shape[1]]),
+                          torch.tensor([len(phones)]), reduction="sum", zero_infinity=True).item()
