@@ -5,7 +5,11 @@ held-out voices), each engine answers; Whisper tiny.en transcribes the spoken an
 frozen LLM's own text answer to the same question (the corpus's assistant text: WER and keyword hit rate, keywords =
 the reference's three longest content words). Also, where the engine writes a text: the spoken answer's WER against
 it (does the speech say what the text says?) and its WER against the LLM's answer (text_wer: the understanding
-alone); DNSMOS, time to first audio after the end of the question (the question is given whole, so this is all
+alone). The answers run to a token limit and the references are cut to whole sentences (<= 40 words), so a right
+answer that goes on is scored worse by the WER than a short wrong one (the cascade's two right sentences against
+a one-sentence reference: WER 2.0): `wer_head` and `text_wer_head` count only as many words of each answer as its
+reference has. `--heard-through-codec`: every engine hears the codec's resynthesis of the question, so the cascade
+answers from what the speech tokens keep. DNSMOS, time to first audio after the end of the question (the question is given whole, so this is all
 compute) and speech tokens per second (the codec's token rate times the seconds of answer audio, over the compute
 time of the whole answer, codec decoding included).
 
@@ -69,7 +73,8 @@ def load(engine: str, checkpoint: str | None, seed: int | None = None, codec: st
     return SpeechLMEngine(config), engine
 
 
-def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dict]:
+def run_engine(name: str, engine, mode, questions, evaluator, hear=None) -> tuple[list, dict]:
+    """`hear`: audio (16 kHz) -> what the engine is given instead (None: the recording itself)."""
     from vivavoce.audio.io import read_audio
     from vivavoce.engine.base import ResponseOptions
     from vivavoce.eval import intelligibility
@@ -81,6 +86,8 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     answered = 0
     for q in questions:
         audio = read_audio(q["audio"], 16000)
+        if hear is not None:
+            audio = hear(audio)
         options = ResponseOptions(mode=mode) if mode else ResponseOptions()
         response, compute_s = timed_response(engine, audio, options)
         label = f"{name}:{q['id']}"
@@ -107,6 +114,7 @@ def run_engine(name: str, engine, mode, questions, evaluator) -> tuple[list, dic
     summary["self_wer"] = intelligibility.corpus_wer(self_refs, self_hyps) if self_refs else None
     if len(self_refs) == len(questions):  # the written answers against the LLM's: understanding, apart from speaking
         summary["text_wer"] = intelligibility.corpus_wer([q["reference"] for q in questions], self_refs)
+        summary["text_wer_head"] = intelligibility.head_wer([q["reference"] for q in questions], self_refs)
     summary["speech_tokens_per_s"] = float(np.mean(rates)) if rates else None
     summary["answered"] = answered
     return items, summary
@@ -152,11 +160,12 @@ def pool_seeds(runs: list[tuple[int, list, dict]]) -> tuple[list, dict]:
 
     items = [i for _, run_items, _ in runs for i in run_items]
     summary = summarize(items)
-    for key in ("self_wer", "text_wer", "first_audio_p50_s", "speech_tokens_per_s"):
+    for key in ("self_wer", "text_wer", "text_wer_head", "first_audio_p50_s", "speech_tokens_per_s"):
         values = [s[key] for _, _, s in runs if s.get(key) is not None]
         summary[key] = float(np.mean(values)) if values else None
     summary["answered"] = sum(s["answered"] for _, _, s in runs)
-    summary["by_seed"] = {str(seed): {k: s.get(k) for k in ("wer", "keyword_hit_rate", "self_wer", "text_wer")}
+    per_seed = ("wer", "wer_head", "keyword_hit_rate", "self_wer", "text_wer", "text_wer_head")
+    summary["by_seed"] = {str(seed): {k: s.get(k) for k in per_seed}
                           for seed, _, s in runs}  # fmt: skip
     return items, summary
 
@@ -175,6 +184,10 @@ def main() -> None:
                     help="sample every answer from this seed, so that runs differ only by the model or codec (A/B); "
                     "several: one pass per seed, pooled")
     ap.add_argument("--temperature", type=float, default=None, help="speech sampling temperature (default: the checkpoint's own, else 0.8)")
+    ap.add_argument("--heard-through-codec", action="store_true",
+                    help="every engine hears the codec's resynthesis of each question (its own voice as reference): "
+                    "the cascade then answers from what the speech tokens keep, an upper mark for understanding "
+                    "from them")
     ap.add_argument("--json", default="reports/bench-speechlm.json")
     args = ap.parse_args()
 
@@ -188,6 +201,15 @@ def main() -> None:
     results, all_items = {}, []
     speech_temperature = args.temperature
     seeds = args.seed or [None]
+    hear = None
+    if args.heard_through_codec:
+        from vivavoce.audio.io import resample
+        from vivavoce.codec import Codec
+
+        codec = Codec.load(args.codec)
+
+        def hear(audio):
+            return resample(codec.resynth(audio), codec.sample_rate, 16000)
     for name in args.engines:
         t0 = time.perf_counter()
         engine, mode = load(name, args.checkpoint, seeds[0], args.codec, args.temperature)
@@ -200,7 +222,7 @@ def main() -> None:
             if mode:  # one engine for every seed: a second one loaded beside it slowed decoding ~1.5x
                 engine.config.generation = replace(engine.config.generation, seed=seed)
             label = name if len(seeds) == 1 or not mode else f"{name}@{seed}"
-            runs.append((seed, *run_engine(label, engine, mode, questions, evaluator)))
+            runs.append((seed, *run_engine(label, engine, mode, questions, evaluator, hear)))
         items, summary = runs[0][1:] if len(runs) == 1 else pool_seeds(runs)
         summary["engine_load_s"] = load_s
         print(format_table(items, summary))
@@ -217,7 +239,8 @@ def main() -> None:
                 items, summary = [], {"error": str(e)}
             results[key] = summary
             all_items += items
-    keys = ("items", "answered", "wer", "keyword_hit_rate", "self_wer", "text_wer", "dnsmos_ovrl", "first_audio_s",
+    keys = ("items", "answered", "wer", "wer_head", "keyword_hit_rate", "self_wer", "text_wer", "text_wer_head",
+            "dnsmos_ovrl", "first_audio_s",
             "first_audio_p50_s", "speech_tokens_per_s", "seconds")  # fmt: skip
     print(f"{'':<10}" + "".join(f"{k[:12]:>13}" for k in keys))
     for name, s in results.items():
@@ -226,7 +249,7 @@ def main() -> None:
     env = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
            "corpus": str(args.corpus), "split": args.split, "questions": len(questions),
            "checkpoint": args.checkpoint, "codec": args.codec, "temperature": args.temperature, "seeds": args.seed,
-           "speech_temperature": speech_temperature}  # fmt: skip
+           "speech_temperature": speech_temperature, "heard_through_codec": args.heard_through_codec}  # fmt: skip
     path = write_json(args.json, all_items, {"by_engine": results}, {"environment": env})
     print("report:", path)
     print(json.dumps(results, indent=1, default=float)[:4000])

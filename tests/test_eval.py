@@ -30,6 +30,11 @@ def test_wer_is_normalised_and_counts_errors():
     assert intelligibility.wer("It has 7 days.", "it has seven days") == 0.0
     assert intelligibility.wer("one two three four", "one two four") == pytest.approx(0.25)
     assert intelligibility.corpus_wer(["a b c d", "e f"], ["a b c d", "x y"]) == pytest.approx(2 / 6)
+    # a right answer that goes on: every extra word is an insertion for the WER, none for the head WER
+    ref, longer = "The immune system protects the body.", "The immune system protects the body. It is made of cells."
+    assert intelligibility.corpus_wer([ref], [longer]) == pytest.approx(5 / 6)
+    assert intelligibility.head_wer([ref], [longer]) == 0.0
+    assert intelligibility.head_wer([ref, "a b"], ["The immune system", "x"]) == pytest.approx(5 / 8)
     assert intelligibility.keyword_hit(["eight", "8"], "A spider has 8 legs.")
     assert not intelligibility.keyword_hit(["paris"], "The capital is Lyon.")
 

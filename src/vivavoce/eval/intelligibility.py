@@ -31,6 +31,15 @@ def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
+def head_wer(references: list[str], hypotheses: list[str]) -> float:
+    """`corpus_wer` with each hypothesis cut to as many words as its reference: words said after the reference's
+    length are not counted, so a right answer that goes on is not scored worse than a short wrong one (answer
+    agreement, where the reference is an answer cut to whole sentences and the engine's runs to a token limit)."""
+    refs = [normalize_for_wer(r) for r in references]
+    hyps = [" ".join(normalize_for_wer(h).split()[: len(r.split())]) for r, h in zip(refs, hypotheses)]
+    return corpus_wer(refs, hyps)
+
+
 def keyword_hit(keywords: list[str], hypothesis: str) -> bool:
     """True if any of the keywords (each possibly several words) occurs in the hypothesis."""
     hyp = f" {normalize_for_wer(hypothesis)} "

@@ -90,6 +90,9 @@ def summarize(items: list[ItemResult]) -> dict:
         "wer": intelligibility.corpus_wer([i.reference for i in scored], [i.transcript for i in scored])
         if scored
         else None,
+        "wer_head": intelligibility.head_wer([i.reference for i in scored], [i.transcript for i in scored])
+        if scored
+        else None,
         "wer_sphinx": intelligibility.corpus_wer([i.reference for i in scored], [i.transcript_sphinx or "" for i in scored])
         if scored and items[0].transcript_sphinx is not None
         else None,
