@@ -832,3 +832,27 @@ def test_reset_forgets_the_turn_and_replays_it_identically(model, proc, decoder)
     assert session.decoder.length == prompt_length
     session.push(codes(9, 7))
     assert list(session.respond(cfg)) == first
+
+
+@pytest.mark.parametrize("decoder", ["reference", "fast"])
+def test_text_mode_writes_the_frozen_llms_answer_and_leaves_the_session_usable(backbone, model, proc, decoder):
+    """T→T in text mode is the frozen LLM's own greedy answer (same prompt, same repetition penalty); S→T writes
+    text only, and the next turn follows it."""
+    from vivavoce.model.textgen import TextGenConfig, answer
+
+    fast = FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256)) if decoder == "fast" else None
+    session = SpeechSession(model, proc, fast, mode="s2s")  # the LLM's own spoken-style system prompt
+    session.push_text(QUESTION)
+    out = list(session.respond(GenerationConfig(mode="text", max_text_tokens=20)))
+    assert {kind for kind, _ in out} == {"text"}
+    written = proc.decode_text([tok for _, tok in out]).strip()
+    assert written == answer(backbone, QUESTION, TextGenConfig(max_new_tokens=20))
+    assert "Paris" in written
+    session.reset()
+    session.push(codes(9, 3))
+    heard = list(session.respond(GenerationConfig(mode="text", max_text_tokens=6)))
+    assert len(heard) == 6 and {kind for kind, _ in heard} == {"text"}  # a random model: runs to the limit
+    before = session.length
+    session.push(codes(5, 4))  # the reply's closing is fed first, then the new turn
+    assert session.decoder.length == before + len(proc.header_ids("user")) + 1 + 5
+    assert [k for k, _ in session.respond(GenerationConfig(mode="true", temperature=0, min_speech_tokens=0, max_speech_tokens=3))]

@@ -7,7 +7,9 @@ A `SpeechSession` holds one conversation's decode state explicitly (moshi-style)
     for stream, token in session.respond(GenerationConfig(mode="guided")):
         ...                                             # ("text", id) and ("speech", id) as they come
 
-Modes: "true" — the speech branch alone speaks the answer (text stream empty); "guided" — the frozen text branch
+Modes: "text" — the frozen text branch alone writes the answer (S→T after `push`, T→T after `push_text`; the
+session's system prompt says which task: `SpeechSession(mode="s2t")`, or `system=TASK_PROMPTS["asr"]` for a
+transcript); "true" — the speech branch alone speaks the answer (text stream empty); "guided" — the frozen text branch
 writes the answer (greedy: the LLM's own answer) and the speech branch speaks it, in the processor's layout: for
 the word-aligned layout the text is written first, as a text reply, then the cache is rewound to the reply's start
 and the words are laid out at their estimated onsets while the speech branch speaks them; for the "lead" layout
@@ -29,12 +31,12 @@ from vivavoce.model.speechlm import NONE, SpeechLM
 from vivavoce.model.spelling import WIDTH as SPELLING_WIDTH
 from vivavoce.model.textgen import penalise
 
-MODES = ("true", "guided")
+MODES = ("true", "guided", "text")
 
 
 @dataclass
 class GenerationConfig:
-    mode: str = "guided"  # true | guided
+    mode: str = "guided"  # true | guided | text
     temperature: float | None = None  # speech sampling; 0 = greedy; None: the checkpoint's (SpeechLM.speech_temperature)
     top_k: int = 50
     top_p: float = 0.95
@@ -56,7 +58,7 @@ class GenerationConfig:
 
     def check(self) -> None:
         if self.mode not in MODES:
-            raise VivavoceError(f"generation mode must be true or guided, not {self.mode!r}")
+            raise VivavoceError(f"generation mode must be true, guided or text, not {self.mode!r}")
         if (self.temperature or 0) < 0 or self.text_temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise VivavoceError("temperatures must be >= 0, top_p in (0, 1], top_k >= 0")
         if not 0 <= self.min_speech_tokens <= self.max_speech_tokens:
@@ -194,8 +196,8 @@ class SpeechSession:
         self._feed(ids, [NONE] * len(ids), want_text=False, want_speech=False)
 
     def respond(self, config: GenerationConfig | None = None, text: str | None = None) -> Iterator[tuple[str, int]]:
-        """Close the user's turn and generate the spoken reply: yields ("text", id) and ("speech", code) as they
-        come, until end-of-speech or a length limit. Closing it early (`gen.close()`) leaves the session usable.
+        """Close the user's turn and generate the reply: yields ("text", id) and ("speech", code) as they come,
+        until end-of-speech (text mode: a stop token) or a length limit. Closing it early (`gen.close()`) leaves the session usable.
         `text` (guided mode): the words to speak, given instead of written by the text branch."""
         config = config or GenerationConfig()
         config.check()
@@ -212,9 +214,12 @@ class SpeechSession:
         if text is not None and not guided:
             raise VivavoceError("a given text is spoken in guided mode only")
         given = None if text is None else proc.text_ids(text)
-        tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=guided, heard=True)
+        wants_text = guided or config.mode == "text"
+        tl, sl = self._feed([*close[0], *tail], [*close[1], *[NONE] * len(tail)], want_text=wants_text, heard=True)
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-        if aligned:
+        if config.mode == "text":
+            yield from self._respond_text(config, tl, gen)
+        elif aligned:
             yield from self._respond_aligned(config, tl, gen, given)
         else:
             yield from self._respond_lead(config, tl, sl, gen, given)
@@ -236,6 +241,17 @@ class SpeechSession:
         if len(codes) < config.min_speech_tokens or not may_end:
             logits[cfg.eos] = float("-inf")
         return sample(logits, config.temperature, config.top_k, config.top_p, gen)
+
+    def _respond_text(self, config: GenerationConfig, tl, gen):
+        """A written reply: text tokens until a stop token or max_text_tokens, no speech span."""
+        texts: list[int] = []
+        try:
+            while (tok := self._next_text(config, tl, texts, gen)) is not None:
+                texts.append(tok)
+                yield "text", tok
+                tl, _ = self._feed([tok], [NONE], want_speech=False)
+        finally:  # the turn's closing is fed with the next turn, however this one ended
+            self._pending = [(self.proc.im_end, NONE), *[(n, NONE) for n in self.proc.newline]]
 
     def _close_reply(self, last_text: int) -> None:
         """The end of speech and the turn's closing are fed with the next turn (no need to wait for them now)."""
