@@ -89,3 +89,14 @@ def test_sampled_answers_follow_their_seed(backbone):
             for s in (1, 1, 2)]  # fmt: skip
     assert runs[0] == runs[1] and runs[0] != runs[2]  # reproducible, and other samples under another seed
     assert runs[0] != answer_batch(backbone, questions, config)  # not the greedy answers
+
+
+def test_a_spoken_answer_is_complete_at_a_sentence_end_past_its_words():
+    from vivavoce.model.textgen import answer_complete
+
+    assert answer_complete("The moon orbits the Earth.", 3)
+    assert answer_complete('He said "stop!" ', 2)  # closing quotes and a trailing space
+    assert not answer_complete("The moon orbits the Earth.", 6)  # too few words yet
+    assert not answer_complete("The moon orbits the Earth", 3)  # mid-sentence
+    assert not answer_complete("It is about 3.", 2)  # the point of a number, likely "3.5"
+    assert not answer_complete("The moon orbits the Earth.", 0)  # 0: never

@@ -843,11 +843,22 @@ def test_text_mode_writes_the_frozen_llms_answer_and_leaves_the_session_usable(b
     fast = FastDecoder.for_speechlm(model, FastDecodeConfig("float32", max_len=256)) if decoder == "fast" else None
     session = SpeechSession(model, proc, fast, mode="s2s")  # the LLM's own spoken-style system prompt
     session.push_text(QUESTION)
-    out = list(session.respond(GenerationConfig(mode="text", max_text_tokens=20)))
+    out = list(session.respond(GenerationConfig(mode="text", max_text_tokens=20, answer_words=0)))
     assert {kind for kind, _ in out} == {"text"}
     written = proc.decode_text([tok for _, tok in out]).strip()
     assert written == answer(backbone, QUESTION, TextGenConfig(max_new_tokens=20))
     assert "Paris" in written
+    # a spoken answer stops at its first sentence end past answer_words, as the cascade's does
+    moon, lengths = "Tell me about the moon.", {}
+    for words in (0, 3):
+        session.reset()
+        session.push_text(moon)
+        out = list(session.respond(GenerationConfig(mode="text", max_text_tokens=30, answer_words=words)))
+        lengths[words] = len(out)
+        said = proc.decode_text([tok for _, tok in out]).strip()
+        assert said == answer(backbone, moon, TextGenConfig(max_new_tokens=30, answer_words=words))
+    assert said.endswith("breathtaking sight.")  # the first of its sentences; the whole runs on to the limit
+    assert lengths[0] == 30 and lengths[3] < 30
     session.reset()
     session.push(codes(9, 3))
     heard = list(session.respond(GenerationConfig(mode="text", max_text_tokens=6)))

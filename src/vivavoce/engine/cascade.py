@@ -17,6 +17,7 @@ from vivavoce.audio.vad import trim_to_speech
 from vivavoce.engine.base import AudioChunk, ResponseOptions, TextDelta, Turn, UserTranscript
 from vivavoce.model.backbone import BackboneConfig, load_backbone
 from vivavoce.model.textgen import (
+    SPOKEN_ANSWER_WORDS,
     SPOKEN_STYLE_PROMPT,
     PrefixCache,
     TextGenConfig,
@@ -37,6 +38,8 @@ class CascadeConfig:
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(dtype="bfloat16"))
     system_prompt: str = SPOKEN_STYLE_PROMPT
     max_answer_tokens: int = 60
+    # Stop at the first sentence end past this many words (0: run to the token limit, often mid-sentence).
+    answer_words: int = SPOKEN_ANSWER_WORDS
     # Speak a clause early once it has this many words and ends in a comma: cuts time to first audio.
     first_clause_words: int = 6
 
@@ -80,7 +83,8 @@ class CascadeEngine:
             return
         past = [(t.role, t.text) for t in (history or []) if t.text]
         messages = chat_messages(heard, past, options.instructions or self.config.system_prompt)
-        gen = TextGenConfig(max_new_tokens=min(options.max_answer_tokens, self.config.max_answer_tokens))
+        gen = TextGenConfig(max_new_tokens=min(options.max_answer_tokens, self.config.max_answer_tokens),
+                            answer_words=self.config.answer_words)
         pending = ""
         spoken_any = False
         for piece in stream_text(self.backbone, self.backbone.chat_ids(messages), gen, self.prefix):

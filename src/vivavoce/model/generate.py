@@ -29,7 +29,7 @@ from vivavoce.errors import VivavoceError
 from vivavoce.model.processor import ChatTurn, SpeechLMProcessor
 from vivavoce.model.speechlm import NONE, SpeechLM
 from vivavoce.model.spelling import WIDTH as SPELLING_WIDTH
-from vivavoce.model.textgen import penalise
+from vivavoce.model.textgen import SPOKEN_ANSWER_WORDS, answer_complete, penalise
 
 MODES = ("true", "guided", "text")
 
@@ -47,6 +47,8 @@ class GenerationConfig:
     min_speech_tokens: int = 4  # codes before end-of-speech is allowed
     max_speech_tokens: int = 750  # 30 s at 25 tokens/s (60 s at 12.5), then end-of-speech is forced
     max_text_tokens: int = 60
+    # The written text ends at its first sentence end past this many words (0: at a stop token or max_text_tokens)
+    answer_words: int = SPOKEN_ANSWER_WORDS
     # aligned guided mode: end-of-speech is forced this many codes after the last word's first code was due. The
     # training replies end within 45 codes of it in 99 % of cases (25 Hz); a branch that babbles on past its text
     # would otherwise speak until max_speech_tokens. 0 = no such limit.
@@ -225,7 +227,10 @@ class SpeechSession:
             yield from self._respond_lead(config, tl, sl, gen, given)
 
     def _next_text(self, config: GenerationConfig, tl, texts: list[int], gen) -> int | None:
-        """The text branch's next token, or None at its end (a stop token or the length limit)."""
+        """The text branch's next token, or None at its end (a stop token, the length limit, or a sentence end past
+        answer_words)."""
+        if config.answer_words and texts and answer_complete(self.proc.decode_text(texts), config.answer_words):
+            return None
         tok = sample(penalise(tl, texts, config.text_repetition_penalty), config.text_temperature, 0, 1.0, gen)
         return None if tok in self.proc.stop_ids or len(texts) >= config.max_text_tokens else tok
 

@@ -6,6 +6,7 @@ Used by the cascade engine and by corpus synthesis to write the assistant's answ
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,6 +25,21 @@ SPOKEN_STYLE_PROMPT = (
 class TextGenConfig:
     max_new_tokens: int = 60
     repetition_penalty: float = 1.1  # on tokens already generated; keeps a 135M model out of loops
+    answer_words: int = 0  # > 0: stop at the first sentence end once the text has this many words (`answer_complete`)
+
+
+# A sentence ends at . ! or ? (closing quotes or brackets may follow), but not at the point of a number ("3.").
+_SENTENCE_END = re.compile(r"(?<![0-9])[.!?][\"')\]]*\s*$")
+# Where a spoken answer stops. The corpus keeps an answer's whole sentences up to 40 words; stopping at the first
+# sentence end past 22 words gives the same text for 85 % of the LLM's 2,944 speakable answers to the alignment
+# questions (WER 0.12 against it; the whole 60-token answer: 0.37, and 27 % of those break off mid-sentence).
+SPOKEN_ANSWER_WORDS = 22
+
+
+def answer_complete(text: str, min_words: int) -> bool:
+    """True where `text` ends a sentence and has at least `min_words` words (0: never): a spoken answer stops
+    there instead of running on to the token limit and breaking off mid-sentence."""
+    return min_words > 0 and len(text.split()) >= min_words and _SENTENCE_END.search(text) is not None
 
 
 class PrefixCache:
@@ -92,6 +108,8 @@ def stream_text(
         if len(text) > len(sent):
             yield text[len(sent) :]
             sent = text
+        if answer_complete(text, config.answer_words):
+            return
 
 
 def system_prefix_ids(backbone: Backbone, system: str = SPOKEN_STYLE_PROMPT) -> list[int]:
