@@ -100,3 +100,6 @@ def test_chat_cli_rejects_out_of_range_speed(tmp_path):
     run = subprocess.run(CLI + ["chat", "examples/question.wav", "--speed", "9"], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
     assert run.returncode == 2 and "--speed 9" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(CLI + ["chat", "examples/question.wav", "--mode", "text"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
+    assert run.returncode == 2 and "--mode text" in run.stderr and "Traceback" not in run.stderr

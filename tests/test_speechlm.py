@@ -802,6 +802,9 @@ def test_engine_streams_audio_with_a_random_checkpoint(model, question_16k, tmp_
     assert 0.15 < answer.audio.size / answer.rate < 1.3  # <= 15 tokens at 25 Hz
     true = collect(engine.respond(question_16k, [], ResponseOptions(mode="true")))
     assert true.text == "" and true.audio.size > 0
+    text = list(engine.respond(question_16k, [], ResponseOptions(mode="text", max_answer_tokens=8)))
+    assert text and all(isinstance(e, TextDelta) for e in text)  # S→T: written, not spoken
+    assert collect(iter(text)).text == answer.text  # what guided mode writes, under the same prompt
     with pytest.raises(VivavoceError, match="no speech"):
         list(engine.respond(np.zeros(16000, dtype=np.float32)))
     # Streaming input: 40 ms pieces (a token) are encoded and pre-filled as they come; the answer needs the rest.

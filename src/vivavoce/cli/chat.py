@@ -14,8 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="the question: WAV/FLAC/OGG/MP3")
     p.add_argument("-o", "--output", default="answer.wav", help="where to write the answer (.wav or .flac)")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
-    p.add_argument("--mode", choices=("true", "guided"), default=None,
-                   help="speechlm only: speech-only answer (true) or text-guided speech (guided, its default)")
+    p.add_argument("--mode", choices=("true", "guided", "text"), default=None,
+                   help="speechlm only: speech-only answer (true), text-guided speech (guided, its default) or the "
+                   "written answer alone (text: S→T, printed, no audio file)")
     p.add_argument("--speed", type=float, default=1.0, help="speaking rate factor (>1 faster)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest input accepted")
     p.add_argument("--max-answer-tokens", type=int, default=60)
@@ -31,20 +32,28 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.5 <= args.speed <= 2.0:
         raise VivavoceError(f"--speed {args.speed} is outside 0.5..2.0")
+    if args.mode == "text" and args.engine != "speechlm":
+        raise VivavoceError("--mode text is the speechlm engine's (the cascade always speaks)")
     audio = read_audio(args.input, INPUT_RATE, AudioLimits(max_seconds=args.max_seconds))
     engine = load_engine(args.engine)
     options = ResponseOptions(speed=args.speed, max_answer_tokens=args.max_answer_tokens, mode=args.mode)
     response = collect(engine.respond(audio, [], options))
-    if response.audio.size == 0:
-        raise VivavoceError(f"{args.input}: the engine produced no spoken answer")
-    write_audio(args.output, response.audio, response.rate)
-    result = {
-        "heard": response.user_text,
-        "answer": response.text,
-        "output": args.output,
-        "seconds": round(response.audio.size / response.rate, 2),
-        "first_audio_s": round(response.first_audio_s or 0.0, 3),
-    }
+    written_only = args.mode == "text"
+    if written_only:
+        if not response.text:
+            raise VivavoceError(f"{args.input}: the engine wrote no answer")
+        result = {"heard": response.user_text, "answer": response.text}
+    else:
+        if response.audio.size == 0:
+            raise VivavoceError(f"{args.input}: the engine produced no spoken answer")
+        write_audio(args.output, response.audio, response.rate)
+        result = {
+            "heard": response.user_text,
+            "answer": response.text,
+            "output": args.output,
+            "seconds": round(response.audio.size / response.rate, 2),
+            "first_audio_s": round(response.first_audio_s or 0.0, 3),
+        }
     if args.json:
         print(json.dumps(result))
     else:
@@ -52,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"heard:  {response.user_text}")
         if response.text:
             print(f"answer: {response.text}")
-        print(f"wrote {args.output} ({result['seconds']} s)")
+        if not written_only:
+            print(f"wrote {args.output} ({result['seconds']} s)")
     return 0

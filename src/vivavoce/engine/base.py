@@ -33,7 +33,9 @@ class ResponseOptions:
     emotion_intensity: float = 0.0  # 0..1
     max_answer_tokens: int = 60
     instructions: str | None = None  # replaces the engine's default system prompt where it has one
-    mode: str | None = None  # speechlm: "true" (speech only) | "guided" (text-guided speech); None = its default
+    # speechlm: "true" (speech only) | "guided" (text-guided speech) | "text" (the written answer alone, S→T);
+    # None = its default
+    mode: str | None = None
 
 
 @dataclass

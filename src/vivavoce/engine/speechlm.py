@@ -3,7 +3,8 @@
 No ASR and no TTS: the user's speech tokens go straight into the speech LM (pre-filled on the lean decoder), the
 speech branch's tokens are spoken by the codec's decoder and vocoder chunk by chunk as they are generated. In
 "guided" mode the frozen text branch writes the answer as it goes (streamed as TextDelta) and the speech branch
-speaks it; in "true" mode there is no text at all.
+speaks it; in "true" mode there is no text at all; "text" mode (S→T) writes what guided mode would say and speaks
+nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def default_checkpoint() -> Path:
 class SpeechLMEngineConfig:
     checkpoint: str | None = None  # default: the shipped src/vivavoce/checkpoints/speechlm/speechlm.safetensors
     codec: str | None = None  # codec checkpoint folder whose tokens the LM was trained on (default: the shipped one)
-    mode: str = "guided"  # true | guided; ResponseOptions.mode overrides per answer
+    mode: str = "guided"  # true | guided | text; ResponseOptions.mode overrides per answer
     decode: str = "int8"  # lean decoder storage: float32 | bfloat16 | int8; "reference" = the model + HF cache
     max_len: int = 2048
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
