@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     from vivavoce.engine.speechlm import default_checkpoint
     from vivavoce.eval import intelligibility
     from vivavoce.model.backbone import load_backbone
-    from vivavoce.model.generate import GenerationConfig, SpeechSession
+    from vivavoce.model.generate import SpeechSession, written_reply
     from vivavoce.model.processor import SpeechLMProcessor
     from vivavoce.model.speechlm import SpeechLM
     from vivavoce.model.textgen import TextGenConfig, answer
@@ -53,23 +52,14 @@ def main() -> None:
     proc = SpeechLMProcessor(backbone.tokenizer, model.config)
     sessions = {mode: SpeechSession(model, proc, mode=mode) for mode in ("asr", "s2t")}
     codec, whisper = Codec.load(), WhisperASR()
-    greedy = GenerationConfig(mode="text", text_repetition_penalty=1.0)  # the plain argmax of the text branch
-
-    def write(mode: str, ids, limit: int) -> str:
-        session = sessions[mode]
-        session.reset()
-        session.push(ids)
-        tokens = [tok for _, tok in session.respond(replace(greedy, max_text_tokens=limit))]
-        return proc.decode_text(tokens).strip()
-
     rows = []
     for q in questions:
         audio = trim_to_speech(read_audio(q["audio"], 16000))
         ids = codec.encode(audio).tolist()
-        heard = write("asr", ids, 40)
+        heard = written_reply(sessions["asr"], ids, 40)
         whisper_heard = whisper.transcribe(audio)
         row = dict(id=q["id"], question=q["question"], reference=q["reference"], heard=heard,
-                   whisper=whisper_heard, direct=write("s2t", ids, 60),
+                   whisper=whisper_heard, direct=written_reply(sessions["s2t"], ids, 60),
                    chain=answer(backbone, heard, TextGenConfig()), cascade=answer(backbone, whisper_heard, TextGenConfig()))  # fmt: skip
         rows.append(row)
         print(f"{q['id']}: {q['question']!r}\n    heard: {heard!r}\n    direct: {row['direct'][:100]!r}", flush=True)

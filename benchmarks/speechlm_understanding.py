@@ -51,8 +51,9 @@ def main() -> None:
     from vivavoce.engine.speechlm import default_checkpoint
     from vivavoce.model.backbone import load_backbone
     from vivavoce.eval.intelligibility import corpus_wer
+    from vivavoce.model.generate import SpeechSession, written_reply
     from vivavoce.model.processor import ChatTurn, ProcessorConfig, SpeechLMProcessor
-    from vivavoce.model.speechlm import IGNORE, SpeechLM, tokenizer_id
+    from vivavoce.model.speechlm import IGNORE, SpeechLM
     from vivavoce.train.lm_data import ExampleConfig, build_examples, load_answers, load_tokens
 
     torch.set_num_threads(args.threads)
@@ -96,23 +97,6 @@ def main() -> None:
         keep = targets != IGNORE
         return float(F.cross_entropy(model.text_head(th[keep]).float(), targets[keep], reduction="sum")), int(keep.sum())
 
-    im_end = tokenizer_id(backbone.tokenizer, "<|im_end|>")
-
-    def write(model, proc, user, mode: str, limit: int) -> str:
-        """The text branch's greedy reply to `user` under `mode`'s system prompt (no cache: a few dozen tokens)."""
-        g = proc.encode([user], mode=mode, add_generation_prompt=True)
-        text_ids, speech_ids, out = list(g.text_ids), list(g.speech_ids), []
-        for _ in range(limit):
-            hidden = model.shared_hidden(torch.tensor([text_ids]), torch.tensor([speech_ids]))
-            th, _ = model.branches_from_hidden(hidden, speech=False)  # the top layers attend to every position
-            token = int(model.text_head(th[0, -1]).argmax())
-            if token == im_end:
-                break
-            out.append(token)
-            text_ids.append(token)
-            speech_ids.append(speech_ids[-1])  # the filler of a text position
-        return backbone.tokenizer.decode(out).strip()
-
     report = {}
     for path in args.checkpoint:
         path = path or str(default_checkpoint())
@@ -145,10 +129,11 @@ def main() -> None:
             if args.written:
                 questions = [text_of[e.source.split(">")[0]] for e in examples]
                 heard, answered = [], []
+                sessions = {mode: SpeechSession(model, proc, mode=mode) for mode in ("asr", "s2t")}
                 with torch.no_grad():
                     for e, question in zip(examples, questions):
-                        heard.append(write(model, proc, e.turns[0], "asr", 40))
-                        answered.append(write(model, proc, e.turns[0], "s2t", 60))
+                        heard.append(written_reply(sessions["asr"], e.turns[0].speech, 40))
+                        answered.append(written_reply(sessions["s2t"], e.turns[0].speech, 60))
                         print(f"  {question!r}\n    heard: {heard[-1]!r}\n    wrote: {answered[-1]!r}")
                 report[path][name].update(
                     asr_wer=round(corpus_wer(questions, heard), 4),

@@ -368,3 +368,12 @@ class SpeechSession:
         finally:
             if not self._pending:  # stopped early (closed, or an error): end the spoken turn all the same
                 self._close_reply(NONE)
+
+
+def written_reply(session: SpeechSession, speech_ids, max_tokens: int) -> str:
+    """The text branch's plain argmax reply (no repetition penalty, no sentence stop) to one spoken user turn, from
+    the session's system prompt: a diagnostic of what it hears (`mode="asr"`) or answers (`mode="s2t"`)."""
+    session.reset()
+    session.push(speech_ids)
+    config = GenerationConfig(mode="text", text_repetition_penalty=1.0, answer_words=0, max_text_tokens=max_tokens)
+    return session.proc.decode_text([tok for _, tok in session.respond(config)]).strip()
