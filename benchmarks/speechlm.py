@@ -9,9 +9,9 @@ alone). The answers run to a token limit and the references are cut to whole sen
 answer that goes on is scored worse by the WER than a short wrong one (the cascade's two right sentences against
 a one-sentence reference: WER 2.0): `wer_head` and `text_wer_head` count only as many words of each answer as its
 reference has. `--heard-through-codec`: every engine hears the codec's resynthesis of the question, so the cascade
-answers from what the speech tokens keep. DNSMOS, time to first audio after the end of the question (the question is given whole, so this is all
-compute) and speech tokens per second (the codec's token rate times the seconds of answer audio, over the compute
-time of the whole answer, codec decoding included).
+answers from what the speech tokens keep. DNSMOS, time to first audio after the end of the question (the question
+is given whole, so this is all compute) and speech tokens per second (the codec's token rate times the seconds of
+answer audio, over the compute time of the whole answer, codec decoding included).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm.py --corpus corpus/small \
         [--checkpoint src/vivavoce/checkpoints/speechlm/speechlm.safetensors] [--codec DIR] [--threads 2] [--limit N] \

@@ -60,7 +60,8 @@ def main() -> None:
         whisper_heard = whisper.transcribe(audio)
         row = dict(id=q["id"], question=q["question"], reference=q["reference"], heard=heard,
                    whisper=whisper_heard, direct=written_reply(sessions["s2t"], ids, 60),
-                   chain=answer(backbone, heard, TextGenConfig()), cascade=answer(backbone, whisper_heard, TextGenConfig()))  # fmt: skip
+                   chain=answer(backbone, heard, TextGenConfig()),
+                   cascade=answer(backbone, whisper_heard, TextGenConfig()))  # fmt: skip
         rows.append(row)
         print(f"{q['id']}: {q['question']!r}\n    heard: {heard!r}\n    direct: {row['direct'][:100]!r}", flush=True)
     refs = [r["reference"] for r in rows]

@@ -8,14 +8,14 @@ A `SpeechSession` holds one conversation's decode state explicitly (moshi-style)
         ...                                             # ("text", id) and ("speech", id) as they come
 
 Modes: "text" — the frozen text branch alone writes the answer (S→T after `push`, T→T after `push_text`; the
-session's system prompt says which task: `SpeechSession(mode="s2t")`, or `system=TASK_PROMPTS["asr"]` for a
-transcript); "true" — the speech branch alone speaks the answer (text stream empty); "guided" — the frozen text branch
-writes the answer (greedy: the LLM's own answer) and the speech branch speaks it, in the processor's layout: for
-the word-aligned layout the text is written first, as a text reply, then the cache is rewound to the reply's start
-and the words are laid out at their estimated onsets while the speech branch speaks them; for the "lead" layout
-text and speech run together, speech `guided_delay` positions behind. Decoding runs on a `ReferenceDecoder` (the
-model itself, with a transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids,
-want_text, want_speech, text_branch, spelling_ids)` and `truncate(length)`.
+session's system prompt says which task: `SpeechSession(mode="s2t")`, or `mode="asr"` for a transcript); "true" —
+the speech branch alone speaks the answer (text stream empty); "guided" — the frozen text branch writes the answer
+(greedy: the LLM's own answer) and the speech branch speaks it, in the processor's layout: for the word-aligned
+layout the text is written first, as a text reply, then the cache is rewound to the reply's start and the words
+are laid out at their estimated onsets while the speech branch speaks them; for the "lead" layout text and speech
+run together, speech `guided_delay` positions behind. Decoding runs on a `ReferenceDecoder` (the model itself, with
+a transformers cache) or a `fastdecode.FastDecoder`; both have `step(text_ids, speech_ids, want_text, want_speech,
+text_branch, spelling_ids)` and `truncate(length)`.
 """
 
 from __future__ import annotations
@@ -199,8 +199,8 @@ class SpeechSession:
 
     def respond(self, config: GenerationConfig | None = None, text: str | None = None) -> Iterator[tuple[str, int]]:
         """Close the user's turn and generate the reply: yields ("text", id) and ("speech", code) as they come,
-        until end-of-speech (text mode: a stop token) or a length limit. Closing it early (`gen.close()`) leaves the session usable.
-        `text` (guided mode): the words to speak, given instead of written by the text branch."""
+        until end-of-speech (text mode: the text's end) or a length limit. Closing it early (`gen.close()`) leaves
+        the session usable. `text` (guided mode): the words to speak, given instead of written by the text branch."""
         config = config or GenerationConfig()
         config.check()
         if config.temperature is None:
@@ -248,7 +248,8 @@ class SpeechSession:
         return sample(logits, config.temperature, config.top_k, config.top_p, gen)
 
     def _respond_text(self, config: GenerationConfig, tl, gen):
-        """A written reply: text tokens until a stop token or max_text_tokens, no speech span."""
+        """A written reply, no speech span: text tokens until `_next_text` ends it (a stop token, max_text_tokens or
+        a sentence end past answer_words)."""
         texts: list[int] = []
         try:
             while (tok := self._next_text(config, tl, texts, gen)) is not None:
