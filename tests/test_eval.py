@@ -37,6 +37,11 @@ def test_wer_is_normalised_and_counts_errors():
     assert intelligibility.head_wer([ref, "a b"], ["The immune system", "x"]) == pytest.approx(5 / 8)
     assert intelligibility.keyword_hit(["eight", "8"], "A spider has 8 legs.")
     assert not intelligibility.keyword_hit(["paris"], "The capital is Lyon.")
+    # word recall: in any place, each hypothesis word found once, optionally over a set of words only
+    refs, hyps = ["What is the capital of Uruguay?", "the the cat"], ["Uruguay, what is its capital?", "the cat"]
+    assert intelligibility.word_recall(refs, hyps) == (6, 9)  # of three "the", one is found; "of" is not
+    assert intelligibility.word_recall(refs, hyps, only={"uruguay", "cat", "dog"}) == (2, 2)
+    assert intelligibility.word_recall(refs, hyps, only={"of"}) == (0, 1)
 
 
 def test_dnsmos_prefers_clean_speech_to_noise(piper):

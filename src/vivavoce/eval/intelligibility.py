@@ -40,6 +40,26 @@ def head_wer(references: list[str], hypotheses: list[str]) -> float:
     return corpus_wer(refs, hyps)
 
 
+def word_recall(references: list[str], hypotheses: list[str], only: set[str] | None = None) -> tuple[int, int]:
+    """(reference words found in their hypothesis, reference words), over all pairs and counting only the words in
+    `only` (normalised, as `normalize_for_wer` writes them) when it is given. A word is found as often as the
+    hypothesis holds it, in any place: it tells which words are heard at all, where WER also counts order and
+    insertions (e.g. words seen in training against words never seen)."""
+    import collections
+
+    found = total = 0
+    for ref, hyp in zip(references, hypotheses):
+        have = collections.Counter(normalize_for_wer(hyp).split())
+        for w in normalize_for_wer(ref).split():
+            if only is not None and w not in only:
+                continue
+            total += 1
+            if have[w] > 0:
+                have[w] -= 1
+                found += 1
+    return found, total
+
+
 def keyword_hit(keywords: list[str], hypothesis: str) -> bool:
     """True if any of the keywords (each possibly several words) occurs in the hypothesis."""
     hyp = f" {normalize_for_wer(hypothesis)} "
