@@ -6,8 +6,8 @@ uses the rest), too few to tell two checkpoints' hearing apart. This one speaks 
 none in the bank) in the held-out user voices (`data/voices.py`, split "test"), `--voices-per-text` of them per
 question in turn, and scores what each checkpoint's text branch writes under the asr prompt
 (`generate.written_reply`, greedy), beside Whisper tiny.en on the same audio (the ceiling) and on the codec's
-resynthesis (what the codes keep). With `--tokens` (the training token cache), word recall is split into words
-that occur in some training transcript and words that never do: hearing that generalises finds both.
+resynthesis (what the codes keep). With `--tokens` (the training token cache), word recall (reference words found
+anywhere in the transcript) is split by how many training utterances say the word: never, 1-9, 10-99, 100 or more.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_hearing.py \
         [--checkpoint CKPT ...] [--tokens /work/data/tokens-u.jsonl] [--json reports/hearing.json]
@@ -19,6 +19,7 @@ same audio. Needs piper-tts and espeak-ng (the held-out voices are both).
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 from pathlib import Path
@@ -59,19 +60,25 @@ def spoken(texts: list[str], per_text: int, cache: Path) -> list[dict]:
     return out
 
 
-def training_words(tokens: Path) -> set[str]:
+def training_words(tokens: Path) -> collections.Counter:
+    """How many training utterances of the token cache say each word (normalised as the WER normalises)."""
     from vivavoce.textnorm import normalize_for_wer
 
-    words: set[str] = set()
+    counts: collections.Counter = collections.Counter()
     with open(tokens, encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             if row.get("split") == "train":
-                words.update(normalize_for_wer(row.get("text", "")).split())
-    return words
+                counts.update(set(normalize_for_wer(row.get("text", "")).split()))
+    return counts
 
 
-def scores(refs: list[str], hyps: list[str], seen: set[str] | None) -> dict:
+# Word recall by how many training utterances say the word: hearing that only recalls frequent words grows down
+# the buckets, hearing that reads the sounds is level across them.
+BUCKETS = (("unseen", 0, 0), ("seen_1_9", 1, 9), ("seen_10_99", 10, 99), ("seen_100_up", 100, None))
+
+
+def scores(refs: list[str], hyps: list[str], seen: collections.Counter | None) -> dict:
     from vivavoce.eval import intelligibility
     from vivavoce.textnorm import normalize_for_wer
 
@@ -79,11 +86,11 @@ def scores(refs: list[str], hyps: list[str], seen: set[str] | None) -> dict:
     found, total = intelligibility.word_recall(refs, hyps)
     out["word_recall"] = round(found / max(1, total), 4)
     if seen is not None:
-        unseen = {w for r in refs for w in normalize_for_wer(r).split()} - seen
-        for name, only in (("seen", seen), ("unseen", unseen)):
+        words = {w for r in refs for w in normalize_for_wer(r).split()}
+        for name, lo, hi in BUCKETS:
+            only = {w for w in words if seen[w] >= lo and (hi is None or seen[w] <= hi)}
             found, total = intelligibility.word_recall(refs, hyps, only)
-            out[f"recall_{name}"] = round(found / max(1, total), 4)
-            out[f"words_{name}"] = total
+            out[f"recall_{name}"] = f"{found / max(1, total):.3f} of {total}"
     return out
 
 
@@ -92,7 +99,7 @@ def main() -> None:
     ap.add_argument("--texts", default=str(HERE / "data" / "hearing-heldout.txt"))
     ap.add_argument("--voices-per-text", type=int, default=2, help="held-out voices saying each question")
     ap.add_argument("--checkpoint", nargs="+", default=[None], help="speech LM checkpoints (default: the shipped one)")
-    ap.add_argument("--tokens", default=None, help="training token cache: split recall into seen / unseen words")
+    ap.add_argument("--tokens", default=None, help="training token cache: word recall by how often training says each word")
     ap.add_argument("--cache", default="cache/hearing", help="folder of the rendered questions")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
