@@ -314,6 +314,30 @@ def test_frozen_modules_hold_still_while_heard_adapters_learn(tokens, backbone, 
                  backbone=backbone, log=lambda m: None)  # fmt: skip
 
 
+def test_rare_text_targets_weigh_more(tokens, backbone, tmp_path):
+    """`text_rarity`: a token's weight falls with how often it is a training text target, the targets' mean weight
+    is 1 (before the cap), and the training loss is the weighted mean while the logged text loss stays plain."""
+    import random
+
+    from vivavoce.model.speechlm import IGNORE
+    from vivavoce.train.lm_recipe import rarity_weights
+
+    targets = torch.tensor([[5, 5, 5, 5, 7, IGNORE], [5, 5, 5, 5, 9, IGNORE]])  # 5: 8 times, 7 and 9: once each
+    w = rarity_weights(targets, 10, 1.0, 100.0)
+    assert w[7] == w[9] and w[7] == pytest.approx(8 * w[5])
+    assert float(w[targets[targets != IGNORE]].mean()) == pytest.approx(1.0)
+    assert float(rarity_weights(targets, 10, 1.0, 2.0).max()) == 2.0
+    assert torch.equal(rarity_weights(targets, 10, 0.0, 100.0)[[5, 7]], torch.ones(2))
+
+    recipe = LMRecipe(_cfg(tokens, tmp_path / "rare", phase="full", text_rarity=0.5), backbone=backbone,
+                      log=lambda m: None)  # fmt: skip
+    plain = LMRecipe(_cfg(tokens, tmp_path / "plain", phase="full"), backbone=backbone, log=lambda m: None)
+    plain.model.load_state_dict(recipe.model.state_dict())
+    a, b = recipe.step_losses(random.Random(0)), plain.step_losses(random.Random(0))
+    assert float(a["text"]) == pytest.approx(float(b["text"]), rel=1e-4)  # the same logged loss
+    assert abs(float(a["loss"].detach()) - float(b["loss"].detach())) > 1e-3  # a different training loss
+
+
 def test_distillation_targets_are_the_llms_own_distributions_at_the_answer_positions(tokens, backbone, tmp_path):
     """`kd_weight`: every s2t answer position gets the frozen LLM's top-k distribution given the question as text.
     Scoring the same question given as text against them gives KL 0 (so the positions line up); given as speech,

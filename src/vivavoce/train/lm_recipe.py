@@ -68,6 +68,13 @@ class LMTrainConfig:
     # the true codes stay the targets. Generation feeds the branch its own codes; teacher forcing never does.
     self_feed: float = 0.0
     self_feed_temperature: float = 0.8
+    # Text targets weighted by rarity: a token said n times among the training text targets weighs n^-text_rarity,
+    # scaled to a mean of 1 over those targets and capped at `text_rarity_cap` (0: every target weighs 1). Why: the
+    # text branch hears only words that training says often (round 23, `benchmarks/speechlm_hearing.py`: none of
+    # the held-out questions' words said in fewer than 100 training utterances), so the slot words of a template
+    # get more of the gradient than the template. Logged losses stay unweighted.
+    text_rarity: float = 0.0
+    text_rarity_cap: float = 10.0
     save_dtype: str = "float32"  # run checkpoints (exact resume); `export_checkpoint` writes the shipped bf16 copy
 
 
@@ -232,6 +239,16 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
+def rarity_weights(targets: torch.Tensor, vocab: int, power: float, cap: float) -> torch.Tensor:
+    """Per text token id, n^-power for a token that is n of the `targets` (IGNORE skipped), scaled so that the
+    targets' mean weight is 1, then capped at `cap` (`LMTrainConfig.text_rarity`)."""
+    t = targets[targets != IGNORE].long()
+    counts = torch.bincount(t, minlength=vocab).double()
+    weight = counts.clamp(min=1).pow(-power)
+    weight = weight * counts.sum() / (counts * weight).sum().clamp(min=1e-12)
+    return weight.clamp(max=cap).float()
+
+
 class LMRecipe(Recipe):
     kind = "speechlm"
 
@@ -305,6 +322,10 @@ class LMRecipe(Recipe):
                 rows_.with_spelling(self.processor, cfg.model.split_phonemes, cfg.model.split_phone_track)
         log(f"packed {self.train_rows.examples} examples into {len(self.train_rows)} rows of {cfg.row_tokens}; "
             f"dev {len(self.dev_rows)} rows")  # fmt: skip
+        self.text_token_weight = None
+        if cfg.text_rarity > 0:
+            self.text_token_weight = rarity_weights(self.train_rows.text_targets, self.model.text_vocab,
+                                                    cfg.text_rarity, cfg.text_rarity_cap).to(self.device)  # fmt: skip
         self.replay = self.replay_dev = None
         if cfg.stage == 2:
             t2t = lambda split: [Example("t2t", "t2t", [ChatTurn("user", r["text"]),  # noqa: E731
@@ -463,7 +484,11 @@ class LMRecipe(Recipe):
         if th is not None:
             logits = self.model.text_head(th[tmask])
             out["text"] = _ce(logits, tt[tmask])
-            loss = loss + self.cfg.text_weight * out["text"]
+            text_loss = out["text"]
+            if self.text_token_weight is not None:
+                w = self.text_token_weight[tt[tmask]]
+                text_loss = (F.cross_entropy(logits.float(), tt[tmask], reduction="none") * w).sum() / w.sum()
+            loss = loss + self.cfg.text_weight * text_loss
             if rows.kd_ids is not None and (kmask := (rows.kd_ids[..., 0] >= 0).to(dev)[tmask]).any():
                 ids, logp = rows.kd_ids.to(dev)[tmask][kmask], rows.kd_logp.to(dev)[tmask][kmask]
                 out["kd"] = kd_loss(logits[kmask], ids, logp)
