@@ -630,6 +630,31 @@ def test_preset_questions_are_what_render_speaks_and_never_a_held_out_prompt():
     assert len(questions) > 1000
 
 
+def test_drills_say_every_table_thing_in_every_carrier_and_no_held_out_question():
+    """`render --drill`: each thing of the question tables in every carrier sentence, none a built-in user turn or
+    a question of benchmarks/data/hearing-heldout.txt, ids stable and distinct, each take in another user voice."""
+    from pathlib import Path
+
+    from vivavoce.data.prompts import drill_texts, drill_things, user_turns
+    from vivavoce.data.text.tables import DRILL_CARRIERS
+    from vivavoce.train import lm_data
+
+    texts = drill_texts()
+    assert len(texts) == len(set(texts)) > 3000
+    held = Path(__file__).parents[1] / "benchmarks" / "data" / "hearing-heldout.txt"
+    held_out = {line.strip() for line in held.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert len(held_out) == 40 and not held_out & set(texts)
+    assert not {t.text for t in user_turns()} & set(texts)
+    assert "octopuses" in drill_things()
+    assert sum(" octopuses" in t for t in texts) == len(DRILL_CARRIERS)
+    ids = lm_data.drill_texts(seed=1)
+    assert len({i for i, _ in ids}) == len(ids) == len(texts) and ids == lm_data.drill_texts(seed=1)
+    assert lm_data.drill_texts(5, seed=1) == ids[:5] != lm_data.drill_texts(5, seed=2)
+    voiced = lm_data.user_voice_texts(ids[:3], seed=0, takes=2)
+    assert len(voiced) == 6 and all(v[0].startswith("drill-") for v in voiced)
+    assert all(voiced[i][2] != voiced[i + 3][2] for i in range(3))  # the two takes of a text: two voices
+
+
 def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_path):
     from vivavoce.train.lm_data import ANSWER_PREFIX, answer_texts, user_voice_texts
 

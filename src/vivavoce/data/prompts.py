@@ -87,3 +87,21 @@ def sample_turns(n: int, seed: int, kinds: tuple[str, ...] = ()) -> list[UserTur
     rng = random.Random(f"turns-{TEXT_VERSION}-{seed}")
     rng.shuffle(pool)
     return pool if n <= 0 else pool[:n]
+
+
+def drill_things() -> list[str]:
+    """The tables' things that a drill names: countries and their capitals, animals, concepts, foods, people,
+    activities, topics and places."""
+    things = [c for c, _, _ in T.COUNTRIES] + [cap for _, cap, _ in T.COUNTRIES]
+    things += T.ANIMALS + T.CONCEPTS + T.FOODS + T.PEOPLE + T.ACTIVITIES + T.TOPICS + T.PLACES
+    return list(dict.fromkeys(things))
+
+
+@lru_cache(maxsize=1)
+def drill_texts() -> tuple[str, ...]:
+    """Every drill thing in every carrier (`T.DRILL_CARRIERS`), normalised, distinct, none a built-in user turn:
+    asr data in which each thing of the tables recurs (`lm_data render --drill`). Not part of the bank, whose
+    version and splits it leaves alone."""
+    bank = {t.text for t in user_turns()}
+    texts = (normalize_text(c.format(x=x)) for x in drill_things() for c in T.DRILL_CARRIERS)
+    return tuple(t for t in dict.fromkeys(texts) if t not in bank)

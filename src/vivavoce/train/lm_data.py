@@ -89,6 +89,18 @@ def user_voice_texts(texts: list[tuple[str, str]], seed: int = 0, takes: int = 1
     return [(f"{uid}.{voice}", text, voice) for uid, text, voice in voiced]
 
 
+def drill_texts(limit: int = 0, seed: int = 0) -> list[tuple[str, str]]:
+    """(id, text) of the hearing drills (`prompts.drill_texts`), shuffled by `seed`, the first `limit` (0: all).
+    Ids `drill-...`: not built-in questions, so no s2t targets are wanted for them."""
+    import hashlib
+
+    from vivavoce.data.prompts import drill_texts as texts
+
+    out = [(f"drill-{hashlib.sha1(t.encode()).hexdigest()[:10]}", t) for t in texts()]
+    random.Random(f"drill-{seed}").shuffle(out)
+    return out[:limit] if limit > 0 else out
+
+
 def answer_texts(answers: str | Path, limit: int = 0) -> list[tuple[str, str]]:
     """(id, text) for each distinct speakable answer in an `answers` file, to be spoken in joe's voice as a reply.
     The ids hash the text, so a rerun (or another answers file) finds what is already spoken."""
@@ -449,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="speak each sentence in train user voices instead, one per take (asr data across voices)")
     r.add_argument("--steady", action="store_true", help="Piper's one most likely take of each text, not a sampled "
                    "one (reading data with one target per text; use a folder of its own)")
+    r.add_argument("--drill", action="store_true", help="speak the hearing drills instead (each thing of the "
+                   "question tables in other carrier sentences, `prompts.drill_texts`) in the train users' voices, "
+                   "--takes voices each: asr data in which each slot word recurs")
     r.add_argument("--answers", help="speak the LLM's answers in this file (`lm_data answers`) in joe's voice "
                    "instead: reading data, and spoken replies to every rendering of their questions (with "
                    "--user-voices: as user turns in the users' voices)")
@@ -481,7 +496,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.steady and args.takes > 1 and not args.user_voices:
                 raise VivavoceError("render: --steady speaks every take of a text alike; give --takes 1 (or "
                                     "--user-voices, whose takes fall on different voices)")
-            if args.answers and args.user_voices:  # the answers' varied text as user turns: asr beyond the templates
+            if args.drill:
+                texts = user_voice_texts(drill_texts(args.limit, args.seed), args.seed, args.takes)
+                errors = render_alignment(texts, args.out, log, shard="align-drill", steady=args.steady)
+            elif args.answers and args.user_voices:  # the answers' varied text as user turns: asr beyond the templates
                 texts = user_voice_texts(answer_texts(args.answers, args.limit), args.seed, args.takes)
                 errors = render_alignment(texts, args.out, log, shard="align-answers-users", steady=args.steady)
             elif args.answers:

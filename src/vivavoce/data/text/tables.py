@@ -161,3 +161,11 @@ CHITCHAT = [
 ]  # fmt: skip
 OPENERS = ["Hey,", "Quick question,", "Hi there,", "Excuse me,", "So,", "Um,", "Okay,", "Hello,"]
 FOLLOW_UPS = ["And what about {x}?", "How about {x}?", "What about {x} then?"]
+# Hearing drills (`prompts.drill_texts`): carrier sentences that say a table's thing in other words than the bank's
+# templates, so each thing is heard more often (round 23: the speech LM hears only words said in many utterances).
+DRILL_CARRIERS = [
+    "Tell me about {x}.", "What do you know about {x}?", "I want to learn about {x}.", "Let us talk about {x}.",
+    "Why do people like {x}?", "Is {x} interesting?", "My friend asked me about {x}.",
+    "Could you teach me something about {x}?", "I read an article about {x} yesterday.",
+    "What is your opinion of {x}?", "Please say a few words about {x}.", "Give me one fact about {x}.",
+]  # fmt: skip
