@@ -630,7 +630,7 @@ def test_preset_questions_are_what_render_speaks_and_never_a_held_out_prompt():
     assert len(questions) > 1000
 
 
-def test_drills_say_every_table_thing_in_every_carrier_and_no_held_out_question():
+def test_drills_say_every_table_thing_in_every_carrier_and_no_held_out_question(tmp_path, capsys):
     """`render --drill`: each thing of the question tables in every carrier sentence, none a built-in user turn or
     a question of benchmarks/data/hearing-heldout.txt, ids stable and distinct, each take in another user voice."""
     from pathlib import Path
@@ -653,6 +653,8 @@ def test_drills_say_every_table_thing_in_every_carrier_and_no_held_out_question(
     voiced = lm_data.user_voice_texts(ids[:3], seed=0, takes=2)
     assert len(voiced) == 6 and all(v[0].startswith("drill-") for v in voiced)
     assert all(voiced[i][2] != voiced[i + 3][2] for i in range(3))  # the two takes of a text: two voices
+    assert lm_data.main(["render", "--drill", "--answers", "a.jsonl", "--out", str(tmp_path / "x")]) != 0
+    assert "give one" in capsys.readouterr().err
 
 
 def test_spoken_answers_pair_with_every_user_rendering_of_their_question(tmp_path):

@@ -496,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.steady and args.takes > 1 and not args.user_voices:
                 raise VivavoceError("render: --steady speaks every take of a text alike; give --takes 1 (or "
                                     "--user-voices, whose takes fall on different voices)")
+            if args.drill and args.answers:
+                raise VivavoceError("render: --drill speaks the drills, --answers the LLM's answers: give one")
             if args.drill:
                 texts = user_voice_texts(drill_texts(args.limit, args.seed), args.seed, args.takes)
                 errors = render_alignment(texts, args.out, log, shard="align-drill", steady=args.steady)
