@@ -63,13 +63,12 @@ def spoken(texts: list[str], per_text: int, cache: Path) -> list[dict]:
 def training_words(tokens: Path) -> collections.Counter:
     """How many training utterances of the token cache say each word (normalised as the WER normalises)."""
     from vivavoce.textnorm import normalize_for_wer
+    from vivavoce.train.lm_data import load_tokens
 
     counts: collections.Counter = collections.Counter()
-    with open(tokens, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if row.get("split") == "train":
-                counts.update(set(normalize_for_wer(row.get("text", "")).split()))
+    for row in load_tokens(tokens):
+        if row["split"] == "train":
+            counts.update(set(normalize_for_wer(row.get("text", "")).split()))
     return counts
 
 

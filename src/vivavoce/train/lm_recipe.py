@@ -483,11 +483,12 @@ class LMRecipe(Recipe):
             loss = loss + out["speech"]
         if th is not None:
             logits = self.model.text_head(th[tmask])
-            out["text"] = _ce(logits, tt[tmask])
-            text_loss = out["text"]
-            if self.text_token_weight is not None:
+            if self.text_token_weight is None:
+                out["text"] = text_loss = _ce(logits, tt[tmask])
+            else:  # per-token losses once: their plain mean is logged, their weighted mean trains
+                each = F.cross_entropy(logits.float(), tt[tmask], reduction="none")
                 w = self.text_token_weight[tt[tmask]]
-                text_loss = (F.cross_entropy(logits.float(), tt[tmask], reduction="none") * w).sum() / w.sum()
+                out["text"], text_loss = each.mean(), (each * w).sum() / w.sum()
             loss = loss + self.cfg.text_weight * text_loss
             if rows.kd_ids is not None and (kmask := (rows.kd_ids[..., 0] >= 0).to(dev)[tmask]).any():
                 ids, logp = rows.kd_ids.to(dev)[tmask][kmask], rows.kd_logp.to(dev)[tmask][kmask]
