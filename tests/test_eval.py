@@ -12,7 +12,7 @@ from vivavoce.eval.prosody import prosody
 from vivavoce.eval.quality import dnsmos
 from vivavoce.audio.speaker import speaker_similarity
 from vivavoce.speechtools.tts import EspeakSettings, espeak_synthesize
-from vivavoce.textnorm import normalize_for_wer, number_to_words, spell_numbers
+from vivavoce.textnorm import normalize_for_wer, number_to_words, spell_numbers, split_sentences
 
 QUESTION = Path(__file__).parents[1] / "examples" / "question.wav"
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -24,6 +24,18 @@ def test_number_words():
     assert number_to_words(1_000_001) == "one million one"
     assert spell_numbers("built in 1889 for 3 years") == "built in eighteen eighty nine for three years"
     assert normalize_for_wer("It's 20% off, Bob!") == "it's twenty percent off bob"
+
+
+def test_sentences_end_at_marks_not_at_a_numbers_point():
+    text = "He said 'I am going to the moon!' The next day he left. It is 3. 5 km? Yes"
+    sentences = ["He said 'I am going to the moon!'", "The next day he left.", "It is 3. 5 km?", "Yes"]
+    assert split_sentences(text) == sentences
+    assert split_sentences("  ") == []
+    # the cascade cuts streamed text for speech at the same ends, and at clauses
+    from vivavoce.engine.cascade import _SPEAKABLE_END
+
+    cuts = [m.end() for m in _SPEAKABLE_END.finditer('He said "hi." Then 3. left; ok: yes\nno')]
+    assert cuts == [13, 27, 31, 36]
 
 
 def test_wer_is_normalised_and_counts_errors():

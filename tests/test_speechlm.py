@@ -346,7 +346,7 @@ def test_phone_track_names_the_phoneme_being_said(backbone):
     """With the phone track, the row whose logits predict a code holds that code's phoneme (measured: the last
     phoneme of its word to start by then), the phonemes around it in the word and how long it has lasted; where
     nothing is measured it follows the duration table, and the words' onsets are the sums of their phonemes'."""
-    from vivavoce.model.spelling import PHONE_AGES, TRACK_AT
+    from vivavoce.model.spelling import PHONE_AGES, TRACK_AT, spelling_ids
 
     config = SpeechLMConfig(split_spelling=True, split_phonemes=True, split_phone_track=True)
     proc = SpeechLMProcessor(backbone.tokenizer, config, ProcessorConfig(phone_tokens={"*": 3.0}))
@@ -387,6 +387,10 @@ def test_phone_track_names_the_phoneme_being_said(backbone):
                                                                                     for _ in range(3)]
     assert [rows[start + j, TRACK_AT + 3].item() for j in range(6)] == [1, 2, 3, 1, 2, 3]
     assert PHONE_AGES > 6
+    track = proc.spelling_track(phonemes=True, phone_track=True)
+    calls, timing = [], track.timing
+    track.timing = lambda *a: calls.append(a) or timing(*a)
+    assert torch.equal(spelling_ids(track, t, s)[0], rows) and len(calls) == len(words)  # timed once a word
 
 
 @pytest.mark.parametrize("inputs", ["letters", "phonemes", "phone track"])

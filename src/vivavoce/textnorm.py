@@ -10,6 +10,22 @@ _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 _SYMBOLS = {"%": " percent", "&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "$": " dollars "}
 
+# Where a sentence ends: . ! or ? (closing quotes or brackets may follow), but not the point of a number ("3.").
+# One definition for its three users: stopping a spoken answer, cutting streamed text into speakable pieces, and
+# splitting an answer into sentences.
+SENTENCE_END = r"(?<![0-9])[.!?][\"')\]]*"
+_SENTENCE_BREAK = re.compile(SENTENCE_END + r"(?=\s)")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of `text`, each with its end mark, without the spaces between them."""
+    out, at = [], 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        out.append(text[at:m.end()].strip())
+        at = m.end()
+    out.append(text[at:].strip())
+    return [s for s in out if s]
+
 
 def number_to_words(n: int) -> str:
     """English words for a non-negative integer, e.g. 1889 -> 'one thousand eight hundred eighty nine'."""

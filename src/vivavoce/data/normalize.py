@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from vivavoce.textnorm import _ONES, number_to_words as _cardinal, year_to_words  # noqa: F401 (re-exported)
+from vivavoce.textnorm import _ONES, split_sentences, year_to_words  # noqa: F401 (re-exported)
+from vivavoce.textnorm import number_to_words as _cardinal
 
 _ORDINAL_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
                       "nine": "ninth", "twelve": "twelfth"}  # fmt: skip
@@ -94,7 +95,6 @@ def normalize_text(text: str) -> str:
     return text.strip()
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SPEAKABLE = re.compile(r"^[A-Za-z0-9 ,.!?;:'\-]+$")
 
 
@@ -109,7 +109,7 @@ def speakable_answer(raw: str, max_words: int = 40) -> tuple[str | None, str]:
     text = normalize_text(raw)
     if not text:
         return None, "empty"
-    sentences = [s for s in _SENTENCE_END.split(text) if s]
+    sentences = split_sentences(text)
     kept: list[str] = []
     for s in sentences:
         if s[-1] not in ".!?":

@@ -27,9 +27,10 @@ from vivavoce.model.textgen import (
 )
 from vivavoce.speechtools.asr import WhisperASR
 from vivavoce.speechtools.tts import PiperSettings, PiperTTS
+from vivavoce.textnorm import SENTENCE_END
 
 NOT_HEARD = "Sorry, I did not catch that. Could you say it again?"
-_SENTENCE_END = re.compile(r"[.!?;:](?=\s)|\n")
+_SPEAKABLE_END = re.compile(SENTENCE_END + r"(?=\s)|[;:](?=\s)|\n")  # a sentence or clause ends
 _MARKUP = re.compile(r"[*_#`>|~]+|^\s*[-•]\s+|\[|\]|\(https?://\S+\)", re.M)
 
 
@@ -102,7 +103,7 @@ class CascadeEngine:
 
     def _speakable_prefix(self, text: str, first: bool) -> int:
         """Length of the leading part of `text` that is ready to be spoken (0: wait for more)."""
-        ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+        ends = [m.end() for m in _SPEAKABLE_END.finditer(text)]
         if ends:
             return ends[-1]
         if first:

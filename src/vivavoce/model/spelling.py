@@ -221,6 +221,8 @@ class SpellingTrack:
         self.in_header = False
         self.words: list[tuple[int, list[int]]] = []  # (position of its first token, its letters)
         self.phone = (-1, -1, 0)  # the phone track: (word start, phone index, position where that phone began)
+        # The phone track's timing of the word being said, computed once a word: ((start, letters), phoneme starts)
+        self.word_timing: tuple = (None, [])
 
     def state(self) -> tuple:
         """A copy of the state, to come back to (`load`) when a decoder rewinds."""
@@ -268,8 +270,10 @@ class SpellingTrack:
         measured index, else where the timing puts it), the ones before and after it (within the word), and how
         many positions it has lasted."""
         if index < 0:
+            if self.word_timing[0] != (start, letters):
+                self.word_timing = ((start, list(letters)), self.timing(phones, letters)[1:])
             age = p - self.delay - start
-            index = sum(t <= age for t in self.timing(phones, letters)[1:])
+            index = sum(t <= age for t in self.word_timing[1])
         index = min(index, len(phones) - 1)
         if self.phone[:2] != (start, index):
             self.phone = (start, index, p)
