@@ -51,6 +51,8 @@ def test_speakable_filter():
         "Paris is the capital. It has about two million people.", "")
     assert speakable_answer("Paris is the capital. It has many") == ("Paris is the capital.", "")  # cut-off tail
     assert speakable_answer("First part.\n\nSecond part.") == ("First part. Second part.", "")
+    quoted = "He said, 'I am going to the moon!' The next day he left."
+    assert speakable_answer(quoted) == (quoted, "")  # a sentence may end inside closing quotes
     assert speakable_answer("Steps:\n1. Boil water\n2. Add rice")[0] is None
     assert speakable_answer("**Paris** is nice.")[0] is None
     long = " ".join(["word"] * 45) + "."

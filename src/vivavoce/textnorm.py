@@ -15,6 +15,12 @@ _SYMBOLS = {"%": " percent", "&": " and ", "+": " plus ", "=": " equals ", "@": 
 # splitting an answer into sentences.
 SENTENCE_END = r"(?<![0-9])[.!?][\"')\]]*"
 _SENTENCE_BREAK = re.compile(SENTENCE_END + r"(?=\s)")
+_ENDS_SENTENCE = re.compile(SENTENCE_END + r"\s*$")
+
+
+def ends_sentence(text: str) -> bool:
+    """True where `text` ends at a sentence end (trailing spaces allowed)."""
+    return _ENDS_SENTENCE.search(text) is not None
 
 
 def split_sentences(text: str) -> list[str]:

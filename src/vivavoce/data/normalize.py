@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from vivavoce.textnorm import _ONES, split_sentences, year_to_words  # noqa: F401 (re-exported)
+from vivavoce.textnorm import _ONES, ends_sentence, split_sentences, year_to_words  # noqa: F401 (re-exported)
 from vivavoce.textnorm import number_to_words as _cardinal
 
 _ORDINAL_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
@@ -112,7 +112,7 @@ def speakable_answer(raw: str, max_words: int = 40) -> tuple[str | None, str]:
     sentences = split_sentences(text)
     kept: list[str] = []
     for s in sentences:
-        if s[-1] not in ".!?":
+        if not ends_sentence(s):
             break  # cut off by the token limit: an unfinished sentence is not speakable
         if word_count(" ".join(kept + [s])) > max_words:
             break

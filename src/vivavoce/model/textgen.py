@@ -6,7 +6,6 @@ Used by the cascade engine and by corpus synthesis to write the assistant's answ
 from __future__ import annotations
 
 import copy
-import re
 import threading
 from dataclasses import dataclass
 from typing import Iterator
@@ -14,7 +13,7 @@ from typing import Iterator
 import torch
 
 from vivavoce.model.backbone import Backbone
-from vivavoce.textnorm import SENTENCE_END
+from vivavoce.textnorm import ends_sentence
 
 SPOKEN_STYLE_PROMPT = (
     "You are a friendly voice assistant. Your words will be spoken aloud, so answer in one or two short, "
@@ -29,7 +28,6 @@ class TextGenConfig:
     answer_words: int = 0  # > 0: stop at the first sentence end once the text has this many words (`answer_complete`)
 
 
-_ENDS_SENTENCE = re.compile(SENTENCE_END + r"\s*$")
 # Where a spoken answer stops. The corpus keeps an answer's whole sentences up to 40 words; stopping at the first
 # sentence end past 22 words gives the same text for 85 % of the LLM's 2,944 speakable answers to the alignment
 # questions (WER 0.12 against it; the whole 60-token answer: 0.37, and 27 % of those break off mid-sentence).
@@ -39,7 +37,7 @@ SPOKEN_ANSWER_WORDS = 22
 def answer_complete(text: str, min_words: int) -> bool:
     """True where `text` ends a sentence and has at least `min_words` words (0: never): a spoken answer stops
     there instead of running on to the token limit and breaking off mid-sentence."""
-    return min_words > 0 and len(text.split()) >= min_words and _ENDS_SENTENCE.search(text) is not None
+    return min_words > 0 and len(text.split()) >= min_words and ends_sentence(text)
 
 
 class PrefixCache:
