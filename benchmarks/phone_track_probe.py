@@ -20,28 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def track_of(phones: list[tuple[int, int, int]], starts: list[float], n: int) -> np.ndarray:
-    """(n, 9) features of each code from the phonemes (id, ends a word, pause class) and their starts (codes)."""
-    none = 0
-    out = np.zeros((n, 9), dtype=np.int64)
-    k = -1
-    for t in range(n):
-        while k + 1 < len(phones) and starts[k + 1] <= t:
-            k += 1
-        get = lambda j: phones[j][0] if 0 <= j < len(phones) else none  # noqa: E731
-        if k < 0:
-            out[t] = [none, none, get(0), get(1), 0, min(15, int(starts[0] - t)), 0, 0, 1]
-            continue
-        left = int(starts[k + 1] - t) if k + 1 < len(phones) else 15
-        out[t] = [get(k), get(k - 1), get(k + 1), get(k + 2), min(15, int(t - starts[k])), min(15, max(left, 0)),
-                  phones[k][1], phones[k][2], 0]  # fmt: skip
-    return out
 
 
 def main() -> None:
@@ -55,12 +36,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
     torch.set_num_threads(args.threads)
     from vivavoce.codec import Codec
-    from vivavoce.codec.phonemes import vocab_size
     from vivavoce.eval import intelligibility
     from vivavoce.eval.report import Evaluator
     from vivavoce.model.backbone import load_backbone
@@ -69,6 +47,7 @@ def main() -> None:
     from vivavoce.model.spelling import PhoneTiming, pause_class
     from vivavoce.train.lm_align import fit_phone_durations
     from vivavoce.train.lm_data import load_tokens
+    from vivavoce.train.lm_synth import train_synth
 
     codec = Codec.load(args.codec)
     config = SpeechLMConfig(split_spelling=True, split_phonemes=True, split_phone_track=True)
@@ -97,49 +76,14 @@ def main() -> None:
             at += sum(timing.durations(ph, letters))
         return (phones, measured, table, int(np.ceil(at))) if phones else None
 
-    V = vocab_size() + 1
-
-    class Probe(nn.Module):
-        def __init__(self, d: int = 256):
-            super().__init__()
-            self.phones = nn.ModuleList([nn.Embedding(V, d) for _ in range(4)])
-            self.ages = nn.ModuleList([nn.Embedding(16, d) for _ in range(2)])
-            self.flags = nn.Embedding(2 * 3 * 2, d)
-            self.convs = nn.ModuleList([nn.Conv1d(d, d, 5, padding=2) for _ in range(4)])
-            self.out = nn.Linear(d, codec.tokenizer.codebook_size)
-
-        def forward(self, f):
-            x = sum(e(f[..., i]) for i, e in enumerate(self.phones))
-            x = x + self.ages[0](f[..., 4]) + self.ages[1](f[..., 5]) + self.flags(f[..., 6] * 6 + f[..., 7] * 2 + f[..., 8])
-            x = x.transpose(1, 2)
-            for conv in self.convs:
-                x = x + F.gelu(conv(x))
-            return self.out(x.transpose(1, 2))
-
-    data = []
+    tracks = []
     for r in train:
         found = phonemes(r)
         if found:
-            data.append((torch.from_numpy(track_of(found[0], found[1], len(r["speech_ids"]))),
-                         torch.tensor(r["speech_ids"])))  # fmt: skip
-    print(f"{len(data)} training texts, {len(held)} held out", flush=True)
-    probe = Probe()
-    opt = torch.optim.AdamW(probe.parameters(), 2e-3, weight_decay=0.01)
-    t0, step, gen = time.time(), 0, random.Random(0)
-    while time.time() - t0 < args.minutes * 60:
-        batch = gen.sample(data, 16)
-        T = max(len(y) for _, y in batch)
-        f = torch.stack([F.pad(x, (0, 0, 0, T - len(x))) for x, _ in batch])
-        y = torch.stack([F.pad(y, (0, T - len(y)), value=-100) for _, y in batch])
-        with torch.autocast("cpu", torch.bfloat16):
-            logits = probe(f)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 500 == 0:
-            print(f"step {step}: loss {loss.item():.3f}", flush=True)
+            tracks.append(("joe", found[0], found[1], r["speech_ids"]))
+    print(f"{len(tracks)} training texts, {len(held)} held out", flush=True)
+    # The heard-speech synthesiser (train/lm_synth.py) with one voice is this probe.
+    probe = train_synth(tracks, codec.tokenizer.codebook_size, args.minutes, log=lambda m: print(m, flush=True))
     probe.eval()
     evaluator = Evaluator(sphinx=False)
     voice = joe_voice()
@@ -150,11 +94,11 @@ def main() -> None:
             continue
         phones, measured, _, _ = found
         with torch.no_grad():
-            by_measure = probe(torch.from_numpy(track_of(phones, measured, len(r["speech_ids"])))[None])[0].argmax(-1)
+            by_measure = torch.tensor(probe.say(phones, measured, len(r["speech_ids"]), "joe", 0, None))
             codes = {"recording": r["speech_ids"], "measured": by_measure.tolist()}
             for key, timing in timings.items():
                 _, _, table, length = phonemes(r, timing)
-                codes[key] = probe(torch.from_numpy(track_of(phones, table, length + 2))[None])[0].argmax(-1).tolist()
+                codes[key] = probe.say(phones, table, length + 2, "joe", 0, None)
         right += int((by_measure == torch.tensor(r["speech_ids"])).sum())
         n += len(r["speech_ids"])
         refs.append(r["text"])
@@ -162,7 +106,7 @@ def main() -> None:
             audio = codec.decode(ids, voice)
             hyps[key].append(evaluator.score(key, audio, codec.sample_rate, reference=r["text"]).transcript)
         print(f"{r['text'][:50]!r} -> {hyps['table'][-1][:60]!r}", flush=True)
-    result = {"steps": step, "held_out": len(refs), "code_acc_measured": right / max(n, 1),
+    result = {"minutes": args.minutes, "held_out": len(refs), "code_acc_measured": right / max(n, 1),
               **{f"wer_{k}": intelligibility.corpus_wer(refs, v) for k, v in hyps.items()}}  # fmt: skip
     print(json.dumps(result), flush=True)
     if args.json:

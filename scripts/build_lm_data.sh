@@ -13,6 +13,9 @@
 # users' voices 2,800 renderings 33 min; corpus 3 min (its answers cached); tokenising 12,400 utterances 2.5 min.
 # Then the LLM's replies to those answers as the users said them (round 15: 2,782 speakable of 2,800, 16 min on
 # 2 threads), more s2t targets, joined with the questions' answers in answers-all.jsonl.
+# SYNTH=1 adds heard speech without audio (train/lm_synth.py, round 25): a code synthesiser fitted to the users'
+#   utterances (10 min) says SYNTH_ROWS texts with the lexicon's words in the bank's carriers and the answers'
+#   sentences (40,000: ~9 min on 2 threads) into synth.jsonl; tokens-heard.jsonl is the token cache with them.
 #   OUT=/work/data CORPORA=/work/corpus scripts/build_lm_data.sh     # then: tokens $OUT/tokens.jsonl,
 #                                                                  #       answers $OUT/answers-all.jsonl
 set -euo pipefail
@@ -64,3 +67,8 @@ corpora=("$CORPORA/small" "$CORPORA/users-align" "$CORPORA/users-answers")
 data tokenize "${corpora[@]}" --out "$OUT/tokens.jsonl" --codec "$CODEC"
 [ -s "$OUT/answers-said.jsonl" ] || data answers "$OUT/tokens.jsonl" --said --threads 2 --out "$OUT/answers-said.jsonl"
 cat "$OUT/answers.jsonl" "$OUT/answers-said.jsonl" > "$OUT/answers-all.jsonl"
+if [ "${SYNTH:-0}" = 1 ]; then
+    OMP_NUM_THREADS=2 $PY -m vivavoce.train.lm_synth --tokens "$OUT/tokens.jsonl" --answers "$OUT/answers.jsonl" \
+        --work "$OUT/synth" --rows "${SYNTH_ROWS:-40000}" --out "$OUT/synth.jsonl"
+    cat "$OUT/tokens.jsonl" "$OUT/synth.jsonl" > "$OUT/tokens-heard.jsonl"
+fi
