@@ -12,6 +12,9 @@ Data flow: `aligned_tracks` force-aligns each utterance's phonemes (the shipped 
 against its codes' own CTC head (`lm_align.ctc_viterbi_starts`) and keeps the phone track and its durations;
 `train_synth` fits `CodeSynth`; `Durations` draws a new text's timing from the voice's measured phone lengths;
 `CodeSynth.say` samples the codes. `python -m vivavoce.train.lm_synth` runs it all and writes token-cache rows.
+
+Measured (round 25): Whisper reads the codes it says for the hearing benchmark's held-out texts at WER 0.73
+(recordings' codes: 0.34; `benchmarks/synth_heard.py`), and the text branch hears them as it hears real speech.
 """
 
 from __future__ import annotations
