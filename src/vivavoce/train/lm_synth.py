@@ -332,6 +332,7 @@ def _synthesise(args) -> int:
 
     torch.set_num_threads(args.threads)
 
+    sentences = answer_sentences(args.answers) if args.answers else []  # a bad path fails before the fit
     codec, phonemizer = Codec.load(args.codec), Phonemizer()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -362,7 +363,6 @@ def _synthesise(args) -> int:
     exclude = set()
     if args.exclude and Path(args.exclude).is_file():
         exclude = {t.strip() for t in Path(args.exclude).read_text().splitlines() if t.strip()}
-    sentences = answer_sentences(args.answers) if args.answers else []
     texts = synth_texts(args.rows, lexicon_words(tokenizer), sentences, args.seed, exclude=exclude)
     rng, gen = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
     written, out = 0, Path(args.out)
