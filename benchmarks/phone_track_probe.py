@@ -44,10 +44,10 @@ def main() -> None:
     from vivavoce.model.backbone import load_backbone
     from vivavoce.model.processor import SpeechLMProcessor
     from vivavoce.model.speechlm import SpeechLMConfig
-    from vivavoce.model.spelling import PhoneTiming, pause_class
+    from vivavoce.model.spelling import PhoneTiming
     from vivavoce.train.lm_align import fit_phone_durations
     from vivavoce.train.lm_data import load_tokens
-    from vivavoce.train.lm_synth import train_synth
+    from vivavoce.train.lm_synth import train_synth, word_units
 
     codec = Codec.load(args.codec)
     config = SpeechLMConfig(split_spelling=True, split_phonemes=True, split_phone_track=True)
@@ -69,8 +69,7 @@ def main() -> None:
             ph, letters = proc.phones_of(word)
             if len(ph) != len(onsets):
                 return None
-            pause = pause_class(letters)
-            phones += [(p, int(i == len(ph) - 1), pause if i == len(ph) - 1 else 0) for i, p in enumerate(ph)]
+            phones += word_units(ph, letters)
             measured += onsets
             table += [at + s for s in timing(ph, letters)]
             at += sum(timing.durations(ph, letters))

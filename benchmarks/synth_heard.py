@@ -32,8 +32,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
     torch.set_num_threads(args.threads)
     from vivavoce.audio.io import read_audio
@@ -41,16 +39,14 @@ def main() -> None:
     from vivavoce.eval.intelligibility import corpus_wer
     from vivavoce.model.spelling import Phonemizer
     from vivavoce.speechtools.asr import WhisperASR
-    from vivavoce.train.lm_synth import CodeSynth, Durations, phone_units
+    from vivavoce.train.lm_synth import load_synth, phone_units
 
     codec, phonemizer, asr = Codec.load(), Phonemizer(), WhisperASR(threads=args.threads)
-    work = Path(args.work)
-    with safe_open(str(work / "synth.safetensors"), "pt") as f:
-        voices = json.loads(f.metadata()["voices"])
-    model = CodeSynth(voices, codec.tokenizer.codebook_size)
-    model.load_state_dict(load_file(work / "synth.safetensors"))
-    model.eval()
-    durations = Durations.from_json(json.loads((work / "durations.json").read_text()))
+    found = load_synth(args.work, codec.tokenizer.codebook_size)
+    if found is None:
+        raise SystemExit(f"{args.work}: no fitted synthesiser (write one with `python -m vivavoce.train.lm_synth`)")
+    model, durations = found
+    voices = model.voices
     texts = [t.strip() for t in Path(args.texts).read_text().splitlines() if t.strip() and not t.startswith("#")]
     recordings = sorted(Path(args.cache).glob("*/*.wav")) if args.cache else []
     if recordings:  # any clip: it sets the decoder's timbre only

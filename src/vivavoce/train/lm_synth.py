@@ -42,7 +42,7 @@ def phone_units(text: str, phonemizer) -> list[tuple[int, int, int]] | None:
     """The phonemes of a text as (phoneme, ends a word, pause class of a word-final one: 0 none, 1 clause,
     2 sentence); None where a word has no phonemes (outside the lexicon without espeak-ng), so no partial text is
     ever said."""
-    from vivavoce.model.spelling import letters_of, pause_class, word_of
+    from vivavoce.model.spelling import letters_of, word_of
 
     out = []
     for word in text.split():
@@ -53,9 +53,16 @@ def phone_units(text: str, phonemizer) -> list[tuple[int, int, int]] | None:
         phones = phonemizer(key)
         if not phones:
             return None
-        pause = pause_class(letters)
-        out += [(p, int(i == len(phones) - 1), pause if i == len(phones) - 1 else 0) for i, p in enumerate(phones)]
+        out += word_units(phones, letters)
     return out or None
+
+
+def word_units(phones: list[int], letters: list[int]) -> list[tuple[int, int, int]]:
+    """One word's phonemes as units: the last ends the word and carries the word's pause class."""
+    from vivavoce.model.spelling import pause_class
+
+    last, pause = len(phones) - 1, pause_class(letters)
+    return [(p, int(i == last), pause if i == last else 0) for i, p in enumerate(phones)]
 
 
 def track_of(units: list[tuple[int, int, int]], starts: list[float], n: int) -> np.ndarray:
@@ -225,6 +232,37 @@ def train_synth(tracks: list[tuple], codebook: int, minutes: float, batch: int =
     return model.eval()
 
 
+def save_synth(work, model: CodeSynth, durations: Durations) -> None:
+    """The fitted synthesiser (safetensors, its voices in the metadata) and its timing summary into folder `work`."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(work / "synth.safetensors"), metadata={"voices": json.dumps(model.voices)})
+    (work / "durations.json").write_text(json.dumps(durations.to_json()))
+
+
+def load_synth(work, codebook: int) -> tuple[CodeSynth, Durations] | None:
+    """What `save_synth` wrote into `work` (None where it has not), ready to say texts."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    model_path, timing_path = Path(work) / "synth.safetensors", Path(work) / "durations.json"
+    if not (model_path.is_file() and timing_path.is_file()):
+        return None
+    with safe_open(str(model_path), "pt") as f:
+        voices = json.loads(f.metadata()["voices"])
+    model = CodeSynth(voices, codebook)
+    model.load_state_dict(load_file(model_path))
+    return model.eval(), Durations.from_json(json.loads(timing_path.read_text()))
+
+
 # ---- texts ------------------------------------------------------------------------------------------------------
 
 
@@ -242,14 +280,15 @@ def lexicon_words(tokenizer=None, min_letters: int = 3) -> list[str]:
 
 def carrier_templates() -> list[str]:
     """The question bank's one-slot phrasings (data/text/tables.py) with the slot named {x}, and its drills'."""
+    from string import Formatter
+
     from vivavoce.data.text import tables as T
 
     found = []
     for name in dir(T):
         if name.endswith("_TEMPLATES") or name in ("FOLLOW_UPS", "DRILL_CARRIERS"):
             for t in getattr(T, name):
-                slots = {s for s in ("country", "capital", "adj", "animal", "concept", "food", "person", "activity",
-                                     "topic", "feeling", "place", "task", "x") if "{" + s + "}" in t}  # fmt: skip
+                slots = {field for _, field, _, _ in Formatter().parse(t) if field}
                 if len(slots) == 1:
                     found.append(t.replace("{" + slots.pop() + "}", "{x}"))
     return sorted(set(found))
@@ -322,9 +361,6 @@ def _synthesise(args) -> int:
     import json
     from pathlib import Path
 
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
     from vivavoce.codec import Codec
     from vivavoce.model.backbone import load_backbone
     from vivavoce.model.spelling import Phonemizer
@@ -334,30 +370,21 @@ def _synthesise(args) -> int:
 
     sentences = answer_sentences(args.answers) if args.answers else []  # a bad path fails before the fit
     codec, phonemizer = Codec.load(args.codec), Phonemizer()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    model_path, timing_path = work / "synth.safetensors", work / "durations.json"
-    if model_path.is_file() and timing_path.is_file():
-        with safe_open(str(model_path), "pt") as f:  # the voices travel in the file's metadata
-            voices = json.loads(f.metadata()["voices"])
-        model = CodeSynth(voices, codec.tokenizer.codebook_size)
-        model.load_state_dict(load_file(model_path))
-        durations = Durations.from_json(json.loads(timing_path.read_text()))
-    else:
+    if load_synth(args.work, codec.tokenizer.codebook_size) is None:
         fingerprint = codec.tokenizer_fingerprint  # rows of another codec's codes would teach the wrong codes
         rows = [r for r in load_tokens(args.tokens) if r["turn"] == "user" and r["split"] == "train"
                 and r.get("codec", fingerprint) == fingerprint]  # fmt: skip
         tracks = aligned_tracks(rows, codec.tokenizer, phonemizer)
         print(f"{len(tracks)} of {len(rows)} train user utterances aligned", flush=True)
+        if not tracks:
+            raise VivavoceError(f"{args.tokens}: no train user utterance aligns with its phonemes")
         durations = Durations()
         for voice, units, starts, codes in tracks:
             durations.add(voice, units, starts, len(codes))
-        if not tracks:
-            raise VivavoceError(f"{args.tokens}: no train user utterance aligns with its phonemes")
-        model = train_synth(tracks, codec.tokenizer.codebook_size, args.minutes, steps=args.steps)
-        save_file(model.state_dict(), str(model_path), metadata={"voices": json.dumps(model.voices)})
-        timing_path.write_text(json.dumps(durations.to_json()))
-    model.eval()
+        save_synth(args.work, train_synth(tracks, codec.tokenizer.codebook_size, args.minutes, steps=args.steps),
+                   durations)  # fmt: skip
+    # Read back even after a fit, so a first run and a rerun say the same rows from the same stored summary.
+    model, durations = load_synth(args.work, codec.tokenizer.codebook_size)
 
     tokenizer = load_backbone().tokenizer
     exclude = set()
