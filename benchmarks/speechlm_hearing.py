@@ -6,8 +6,9 @@ uses the rest), too few to tell two checkpoints' hearing apart. This one speaks 
 none in the bank) in the held-out user voices (`data/voices.py`, split "test"), `--voices-per-text` of them per
 question in turn, and scores what each checkpoint's text branch writes under the asr prompt
 (`generate.written_reply`, greedy), beside Whisper tiny.en on the same audio (the ceiling) and on the codec's
-resynthesis (what the codes keep). With `--tokens` (the training token cache), word recall (reference words found
-anywhere in the transcript) is split by how many training utterances say the word: never, 1-9, 10-99, 100 or more.
+resynthesis (what the codes keep); `--encoder` scores hearing encoders' own best paths (round 26). With `--tokens`
+(the training token cache), word recall (reference words found anywhere in the transcript) is split by how many
+training utterances say the word: never, 1-9, 10-99, 100 or more.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/speechlm_hearing.py \
         [--checkpoint CKPT ...] [--tokens /work/data/tokens-u.jsonl] [--json reports/hearing.json]
@@ -97,7 +98,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", default=str(HERE / "data" / "hearing-heldout.txt"))
     ap.add_argument("--voices-per-text", type=int, default=2, help="held-out voices saying each question")
-    ap.add_argument("--checkpoint", nargs="+", default=[None], help="speech LM checkpoints (default: the shipped one)")
+    ap.add_argument("--checkpoint", nargs="*", default=[None],
+                    help="speech LM checkpoints (default: the shipped one; none given: none)")
+    ap.add_argument("--encoder", nargs="*", default=[], help="hearing encoders (`vivavoce train hearing`): their own "
+                    "best paths scored too, what each can carry to the LLM")
     ap.add_argument("--tokens", default=None, help="training token cache: word recall by how often training says each word")
     ap.add_argument("--cache", default="cache/hearing", help="folder of the rendered questions")
     ap.add_argument("--threads", type=int, default=2)
@@ -131,6 +135,13 @@ def main() -> None:
               "whisper_codes": scores(refs, [it["whisper_codes"] for it in items], seen), "checkpoints": {}}  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "checkpoints"}), flush=True)
     backbone = load_backbone()
+    for path in args.encoder:
+        from vivavoce.train.hearing import load_encoder
+
+        encoder = load_encoder(path, backbone.embed.weight)
+        heard = [backbone.tokenizer.decode(encoder.greedy(torch.tensor(it["ids"]))).strip() for it in items]
+        report.setdefault("encoders", {})[path] = {**scores(refs, heard, seen), "heard": heard}
+        print(path, json.dumps({k: v for k, v in report["encoders"][path].items() if k != "heard"}), flush=True)
     for path in args.checkpoint:
         path = path or str(default_checkpoint())
         model = SpeechLM.load(path, backbone).eval()

@@ -1,14 +1,15 @@
-"""`vivavoce train tokenizer|decoder|vocoder|lm --config FILE.yaml`: run (or resume) a training recipe."""
+"""`vivavoce train tokenizer|decoder|vocoder|lm|hearing --config FILE.yaml`: run (or resume) a training recipe."""
 
 from __future__ import annotations
 
 import argparse
 
-KINDS = ("tokenizer", "decoder", "vocoder", "lm")
+KINDS = ("tokenizer", "decoder", "vocoder", "lm", "hearing")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a codec part or the speech LM (resumes a killed run in the same --out)")
+    p = sub.add_parser("train", help="train a codec part, the speech LM or its hearing encoder (resumes a killed "
+                       "run in the same --out)")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--config", help="YAML config (see configs/codec/, configs/lm/); defaults otherwise")
     p.add_argument("--stage", type=int, choices=(1, 2), help="lm: training stage (overrides the config)")
@@ -30,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "lm":
         from vivavoce.train.lm_recipe import LMRecipe as recipe_cls
         from vivavoce.train.lm_recipe import LMTrainConfig as config_cls
+    elif args.kind == "hearing":
+        from vivavoce.train.hearing import HearingRecipe as recipe_cls
+        from vivavoce.train.hearing import HearingTrainConfig as config_cls
     else:
         from vivavoce.train.codec_recipes import RECIPES
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from vivavoce.errors import VivavoceError
 from vivavoce.model.adapters import projections
+from vivavoce.model.hearing import carried_codes, heard_input
 
 DTYPES = ("float32", "bfloat16", "int8")
 RESCORE = 16  # int8/bf16 heads: candidates re-scored exactly
@@ -171,7 +172,7 @@ class FastDecoder:
 
     def __init__(self, cfg, text_embed, speech_embed, shared, text_branch, speech_branch, rotary, config,
                  split_embed=None, split_text=None, split_spelling=None, adapters=None,
-                 adapter_scope: str = "speech"):  # fmt: skip
+                 adapter_scope: str = "speech", hearing=None):  # fmt: skip
         if config.dtype not in DTYPES:
             raise VivavoceError(f"fast decode dtype must be one of {', '.join(DTYPES)}, not {config.dtype!r}")
         self.config = config
@@ -184,6 +185,8 @@ class FastDecoder:
         self.split_spelling = split_spelling  # a small module (model/spelling.py), called as it is
         self.shared = _Branch(shared, cfg, config.dtype, config.max_len, adapters=adapters)
         self.heard_only = adapter_scope == "heard"  # the adapters act on the user's codes only
+        self.hearing = hearing  # a hearing encoder (model/hearing.py), called as it is, and its stream state:
+        self.heard_codes: list[int] = []  # the open user turn's last codes
         layers, norm, head = text_branch
         self.text = _Branch(layers, cfg, config.dtype, config.max_len, norm, head)
         self.speech = None
@@ -213,7 +216,7 @@ class FastDecoder:
             (list(model.speech_layers), model.speech_norm, model.speech_head), model.rotary,
             config or FastDecodeConfig(), model.speech_split_embed, model.speech_split_text, model.speech_split_spelling,
             list(model.speech_adapters) if model.speech_adapters is not None else None,
-            model.config.speech_adapter_scope,
+            model.config.speech_adapter_scope, model.speech_hearing,
         )
 
     def truncate(self, length: int) -> None:
@@ -257,6 +260,17 @@ class FastDecoder:
                 x = x + self._rows(self.speech_embed, s)
         return x.to(self.act)
 
+    def _heard(self, speech_ids, heard) -> torch.Tensor:
+        """The hearing encoder's input at the user's codes (T, H), the turn's earlier chunks before them."""
+        s = torch.as_tensor(speech_ids, dtype=torch.long)
+        codes = (s >= 0) & (s < self.hearing.cfg.speech_vocab)
+        if bool(codes.any()) and heard is None:
+            raise VivavoceError("this model hears the user's speech with its own encoder: pass `heard`")
+        mask = codes & torch.as_tensor(heard, dtype=torch.bool) if heard is not None else codes
+        out = heard_input(self.hearing, s[None], mask[None], [self.heard_codes])[0]
+        self.heard_codes = carried_codes(self.heard_codes, s.tolist(), mask.tolist(), self.hearing.receptive_field - 1)
+        return out
+
     @torch.inference_mode()
     def step(self, text_ids, speech_ids=None, want_text: bool = True, want_speech: bool = True, text_branch=None,
              spelling_ids=None, heard=None):  # fmt: skip
@@ -269,6 +283,8 @@ class FastDecoder:
         if pos + T > self.max_len:
             raise VivavoceError(f"the conversation outgrew the decode cache ({self.max_len} positions)")
         x = self._embed(text_ids, speech_ids)
+        if self.hearing is not None and speech_ids is not None:
+            x = x + self._heard(speech_ids, heard).to(x.dtype)
         rot = self.rot[pos : pos + T]
         mask = None
         if T > 1:  # a chunk attends to the whole past and causally within itself

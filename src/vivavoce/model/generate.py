@@ -26,6 +26,7 @@ from typing import Iterator
 import torch
 
 from vivavoce.errors import VivavoceError
+from vivavoce.model.hearing import carried_codes
 from vivavoce.model.processor import ChatTurn, SpeechLMProcessor
 from vivavoce.model.speechlm import NONE, SpeechLM
 from vivavoce.model.spelling import WIDTH as SPELLING_WIDTH
@@ -94,6 +95,7 @@ class ReferenceDecoder:
 
         self.model = model
         self.cache = DynamicCache()
+        self.heard_codes: list[int] = []  # a hearing encoder's state: the open user turn's last codes
 
     @property
     def length(self) -> int:
@@ -111,8 +113,13 @@ class ReferenceDecoder:
         s = torch.tensor([list(speech_ids)]) if speech_ids is not None else torch.full_like(t, NONE)
         sp = torch.tensor([spelling_ids]) if spelling_ids is not None else None
         h = torch.tensor([list(heard)], dtype=torch.bool) if heard is not None else None
+        before = [self.heard_codes]
+        if self.model.speech_hearing is not None and h is not None:
+            keep = self.model.speech_hearing.receptive_field - 1
+            mask = self.model.hearing_mask(t, s, self.cache, h)[0].tolist()
+            self.heard_codes = carried_codes(self.heard_codes, s[0].tolist(), mask, keep)
         out = self.model(t, s, cache=self.cache, use_cache=True, logits_to_keep=1, spelling_ids=sp,
-                         heard=h)  # both branches
+                         heard=h, heard_before=before)  # both branches
         tl = out.text_logits[0, -1].float() if want_text else None
         sl = out.speech_logits[0, -1].float() if want_speech else None
         return tl, sl

@@ -32,8 +32,10 @@ from torch import nn
 from vivavoce.errors import VivavoceError
 from vivavoce.model.adapters import LayerAdapter, SpeechGate, adapted_layer
 from vivavoce.model.backbone import Backbone
+from vivavoce.model.hearing import HearingConfig, HearingEncoder, heard_input
 
 ADAPTER_SCOPES = ("speech", "heard")
+HEARING_FIELDS = ("hearing_vocab", "hearing_dim", "hearing_blocks", "hearing_kernel")
 NONE = -1  # "no token in this stream at this position" (zero embedding), in both streams
 IGNORE = -100  # target positions that carry no loss
 
@@ -77,6 +79,14 @@ class SpeechLMConfig:
     # model's own speech, its reading, runs the frozen layers as without adapters and a decode step of it costs
     # nothing extra).
     speech_adapter_scope: str = "speech"
+    # A hearing encoder (`model/hearing.py`, round 26): a causal convolution over the user's codes, trained alone by
+    # CTC over the LLM's text tokens (`vivavoce train hearing`), whose expected text embedding is added to the input
+    # at every heard position, so that sounds → words is learnt outside the frozen LLM. hearing_vocab: the number
+    # of tokens it emits (0: no encoder); the rest its shape.
+    hearing_vocab: int = 0
+    hearing_dim: int = 384
+    hearing_blocks: int = 8
+    hearing_kernel: int = 7
     seed: int = 0
 
     @property
@@ -168,6 +178,11 @@ class SpeechLM(nn.Module):
 
             self.speech_split_spelling = SpellingEmbedding(self.hidden_size, dtype, config.split_phonemes,
                                                            config.split_phone_track)
+        self.speech_hearing = None
+        if config.hearing_vocab:
+            self.speech_hearing = HearingEncoder(HearingConfig(
+                config.speech_vocab, config.hearing_vocab, self.hidden_size, config.hearing_dim,
+                config.hearing_blocks, config.hearing_kernel))  # fmt: skip
         self._init_speech(config)
 
         self.requires_grad_(False)
@@ -219,6 +234,8 @@ class SpeechLM(nn.Module):
             mods["speech_split_spelling"] = self.speech_split_spelling
         if self.speech_adapters is not None:
             mods["speech_adapters"] = self.speech_adapters
+        if self.speech_hearing is not None:
+            mods["speech_hearing"] = self.speech_hearing
         if self.config.train_shared:
             mods["shared_layers"] = self.shared_layers
         return mods
@@ -233,7 +250,8 @@ class SpeechLM(nn.Module):
         """Trainable weights only (safetensors), the config in the metadata; `dtype` e.g. bfloat16 to halve it."""
         from safetensors.torch import save_file
 
-        state = {k: v.to(dtype or v.dtype).contiguous() for k, v in self.trainable_state_dict().items()}
+        state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous()
+                 for k, v in self.trainable_state_dict().items()}  # the hearing encoder's token ids stay integers
         meta = {"kind": CHECKPOINT_KIND, "config": json.dumps(asdict(self.config))}
         meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +279,9 @@ class SpeechLM(nn.Module):
                 config = replace(config, speech_adapter_rank=self.config.speech_adapter_rank,
                                  speech_adapter_scope=self.config.speech_adapter_scope)
                 optional += ("speech_adapters.",)
+            if self.config.hearing_vocab and not config.hearing_vocab:  # `attach_hearing` gives it its weights
+                config = replace(config, **{f: getattr(self.config, f) for f in HEARING_FIELDS})
+                optional += ("speech_hearing.",)
         if config != self.config:
             raise VivavoceError(f"{path}: made for {config}, not this model's {self.config}")
         own = self.trainable_state_dict()
@@ -274,6 +295,17 @@ class SpeechLM(nn.Module):
                 if sub:  # absent only where allowed above: those keep their starting values
                     start = {k[len(prefix) :]: v for k, v in own.items() if k.startswith(prefix)}
                     module.load_state_dict(start | {k: v.to(own[prefix + k].dtype) for k, v in sub.items()})
+        if self.speech_hearing is not None:
+            self.speech_hearing.attach(self.text_embed.weight)  # its tokens' embedding rows, for the loaded ids
+
+    @torch.no_grad()
+    def attach_hearing(self, encoder: HearingEncoder) -> None:
+        """Take a separately trained hearing encoder's weights (`vivavoce train hearing`)."""
+        if self.speech_hearing is None or encoder.cfg != self.speech_hearing.cfg:
+            raise VivavoceError(f"this model's hearing encoder ({self.speech_hearing and self.speech_hearing.cfg}) "
+                                f"is not of the given one's shape ({encoder.cfg}): set the model's hearing_* fields")
+        self.speech_hearing.load_state_dict(encoder.state_dict())
+        self.speech_hearing.attach(self.text_embed.weight)
 
     @classmethod
     def load(cls, path: str | Path, backbone: Backbone) -> "SpeechLM":
@@ -318,6 +350,7 @@ class SpeechLM(nn.Module):
         `forward`."""
         x = self.embed(text_ids, speech_ids)
         ctx = ctx or self.context(x, attention_mask, position_ids, cache)
+        x = x + self._hearing(text_ids, speech_ids, cache, heard)
         return self._shared(x, text_ids, speech_ids, ctx, cache, heard)
 
     def heard_speech(self, text_ids: torch.Tensor, speech_ids: torch.Tensor) -> torch.Tensor:
@@ -334,16 +367,33 @@ class SpeechLM(nn.Module):
         role = text_ids.gather(1, (last_start + 1).clamp(max=T - 1))
         return (speech_ids != NONE) & (last_start >= 0) & (role == user)
 
+    def _heard_mask(self, text_ids, speech_ids, cache, heard) -> torch.Tensor:
+        """(B, T) bool: the codes the user said."""
+        if heard is None:
+            if cache is not None and cache.get_seq_length() > 0:
+                raise VivavoceError("this model treats the user's speech apart: pass `heard` when decoding on from a "
+                                    "cache")
+            heard = self.heard_speech(text_ids, speech_ids)
+        return (speech_ids != NONE) & heard
+
+    def hearing_mask(self, text_ids, speech_ids, cache=None, heard=None) -> torch.Tensor:
+        """(B, T) bool: the codes the hearing encoder reads (the user's, not the SOS/EOS around them)."""
+        return self._heard_mask(text_ids, speech_ids, cache, heard) & (speech_ids < self.config.speech_vocab)
+
+    def _hearing(self, text_ids, speech_ids, cache, heard, heard_before=None) -> torch.Tensor | float:
+        """What the hearing encoder adds to the input embeddings (0 without one, or with no heard code)."""
+        if self.speech_hearing is None or not bool((speech_ids != NONE).any()):
+            return 0.0
+        mask = self.hearing_mask(text_ids, speech_ids, cache, heard)
+        if not bool(mask.any()):
+            return 0.0
+        return heard_input(self.speech_hearing, speech_ids, mask, heard_before).to(self.text_embed.weight.dtype)
+
     def _adapter_mask(self, text_ids, speech_ids, cache, heard) -> torch.Tensor | None:
         """Where the speech adapters act (B, T, 1), or None for nowhere."""
         has = speech_ids != NONE
         if self.config.speech_adapter_scope == "heard" and bool(has.any()):
-            if heard is None:
-                if cache is not None and cache.get_seq_length() > 0:
-                    raise VivavoceError("this model's adapters act on the user's speech: pass `heard` when "
-                                        "decoding on from a cache")
-                heard = self.heard_speech(text_ids, speech_ids)
-            has = has & heard
+            has = self._heard_mask(text_ids, speech_ids, cache, heard)
         return has[..., None] if bool(has.any()) else None
 
     def _shared(self, x, text_ids, speech_ids, ctx, cache, heard=None):
@@ -406,18 +456,20 @@ class SpeechLM(nn.Module):
     def forward(
         self, text_ids, speech_ids, attention_mask=None, position_ids=None, cache=None, use_cache: bool = False,
         text: bool = True, speech: bool = True, logits_to_keep: int = 0, spelling_ids: torch.Tensor | None = None,
-        heard: torch.Tensor | None = None,
+        heard: torch.Tensor | None = None, heard_before: list[list[int]] | None = None,
     ) -> SpeechLMOutput:
         """Both branches over (B, T) id grids. `use_cache` starts a cache if none is given (a transformers
         DynamicCache; pass it back for the next step); `logits_to_keep` = n: logits of the last n positions only.
         `heard` (B, T) bool: which codes the user said, for adapters of scope "heard"; found from the turn headers
-        when not given, which needs the ids from a conversation's start."""
+        when not given, which needs the ids from a conversation's start. `heard_before[b]`: for a hearing encoder,
+        the codes of row b's user turn fed before these positions (a turn pushed in pieces)."""
         from transformers import DynamicCache
 
         if use_cache and cache is None:
             cache = DynamicCache()
         x = self.embed(text_ids, speech_ids)
         ctx = self.context(x, attention_mask, position_ids, cache)
+        x = x + self._hearing(text_ids, speech_ids, cache, heard, heard_before)
         x = self._shared(x, text_ids, speech_ids, ctx, cache, heard)
         th, sh = self.branches_from_hidden(x, ctx=ctx, cache=cache, text=text, speech=speech, speech_ids=speech_ids,
                                            text_ids=text_ids, spelling_ids=spelling_ids)  # fmt: skip

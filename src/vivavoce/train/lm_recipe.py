@@ -50,6 +50,9 @@ class LMTrainConfig:
     stage: int = 1
     phase: str = "cached"  # stage 1: "cached" (speech branch on cached shared states) | "full"
     init_from: str = ""  # trainable weights to start from (e.g. the cached phase's model.safetensors)
+    # A trained hearing encoder (`vivavoce train hearing`, round 26) for the model: its shape sets model.hearing_*.
+    # It starts from these weights even where init_from holds an encoder too; `frozen: [speech_hearing]` keeps it.
+    init_hearing: str = ""
     # Trainable modules held at their starting weights (names of `SpeechLM.trainable_modules`), e.g. all but
     # speech_adapters, to train understanding while the speech branch's reading stays exactly as it was.
     frozen: list[str] = field(default_factory=list)
@@ -277,9 +280,20 @@ class LMRecipe(Recipe):
             from vivavoce.model.backbone import BackboneConfig, load_backbone
 
             backbone = load_backbone(BackboneConfig(source=cfg.backbone))
+        encoder = None
+        if cfg.init_hearing:
+            from vivavoce.train.hearing import load_encoder
+
+            encoder = load_encoder(cfg.init_hearing, backbone.embed.weight)
+            e = encoder.cfg
+            cfg.model = replace(cfg.model, hearing_vocab=e.vocab, hearing_dim=e.dim, hearing_blocks=e.blocks,
+                                hearing_kernel=e.kernel)  # fmt: skip
         self.model = SpeechLM(backbone, cfg.model)
         if cfg.init_from:
             self._init_from(cfg.init_from)
+        if encoder is not None:
+            self.model.attach_hearing(encoder)
+            self.log(f"hearing encoder from {cfg.init_hearing}: {encoder.cfg.vocab} tokens")
         elif cfg.warm_start == "aligned":
             train_rows = [r for r in rows if r["split"] == "train"]
             self.model.warm_start_speech_embedding(
@@ -297,6 +311,8 @@ class LMRecipe(Recipe):
             self.model.speech_embed.weight.requires_grad_(False)
             if self.model.speech_adapters is not None:
                 self.model.speech_adapters.requires_grad_(False)
+            if self.model.speech_hearing is not None:
+                self.model.speech_hearing.requires_grad_(False)
         self.processor = SpeechLMProcessor(backbone.tokenizer, cfg.model, cfg.processor)
         ex_cfg = cfg.examples
         if cfg.init_from:
