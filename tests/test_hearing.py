@@ -70,6 +70,16 @@ def test_encoder_learns_words_by_ctc():
     assert int(sims.argmax()) == index[101]
 
 
+def test_sampled_softmax_is_the_full_one_when_it_draws_every_token():
+    enc = random_encoder(24, torch.arange(50), torch.randn(50, 24))
+    x, lengths, targets = torch.tensor([codes(20, 3), codes(20, 4)]), torch.tensor([20, 14]), [[3, 7, 7, 41], [0]]
+    full = enc.ctc_loss(x, lengths, targets)
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(enc.ctc_loss(x, lengths, targets, negatives=5000, generator=g), full)
+    some = enc.ctc_loss(x, lengths, targets, negatives=5, generator=g)
+    assert torch.isfinite(some) and some < full  # fewer tokens compete for each frame
+
+
 def test_heard_input_streamed_in_pieces_equals_the_whole_turn():
     table = torch.randn(50, 24)
     enc = random_encoder(24, torch.arange(50), table)

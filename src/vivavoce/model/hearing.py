@@ -34,9 +34,9 @@ class HearingConfig:
     speech_vocab: int = 1024  # codes of the speech tokenizer
     vocab: int = 0  # text tokens it can emit (their ids are the `vocab_ids` buffer), besides the blank
     hidden: int = 576  # the LLM's hidden size (its text embedding's width)
-    dim: int = 384
-    blocks: int = 8
-    kernel: int = 7
+    dim: int = 256
+    blocks: int = 6
+    kernel: int = 9
 
 
 class HearingEncoder(nn.Module):
@@ -74,23 +74,34 @@ class HearingEncoder(nn.Module):
             x = block(x)
         return self.out(self.norm(x.transpose(1, 2)))
 
-    def logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, T) codes → (B, T, vocab + 1): the tokens of `vocab_ids`, then the blank."""
+    def logits(self, codes: torch.Tensor, among: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) codes → (B, T, vocab + 1): the tokens of `vocab_ids`, then the blank; `among`: only these
+        positions of vocab_ids (then the blank)."""
         h = self.hidden(codes).float()
-        table = torch.cat([self.table, self.blank.float()[None]])
-        return h @ table.T * self.log_scale.exp() + self.bias
+        rows, bias = (self.table, self.bias[:-1]) if among is None else (self.table[among], self.bias[among])
+        table = torch.cat([rows, self.blank.float()[None]])
+        return h @ table.T * self.log_scale.exp() + torch.cat([bias, self.bias[-1:]])
 
     def soft_embedding(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, T) codes → (B, T, hidden): the expected text embedding under the emitted distribution (blank: 0)."""
         p = self.logits(codes).softmax(-1)
         return p[..., :-1] @ self.table
 
-    def ctc_loss(self, codes: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-        """Mean CTC loss per target token; `targets` are positions in `vocab_ids` (see `vocab_index`)."""
-        logp = self.logits(codes).log_softmax(-1).transpose(0, 1)  # (T, B, V+1)
+    def ctc_loss(self, codes: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]],
+                 negatives: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """Mean CTC loss per target token; `targets` are positions in `vocab_ids`. `negatives` > 0: normalise over
+        the batch's target tokens and that many others drawn at random (a sampled softmax), not all `vocab`: with
+        ~25,000 tokens the full softmax and its gradient are 10x the rest of a CPU step."""
+        among = None
+        if negatives > 0:
+            said = torch.tensor(sorted({t for ts in targets for t in ts}), dtype=torch.long)
+            drawn = torch.randint(0, self.cfg.vocab, (negatives,), generator=generator)
+            among = torch.unique(torch.cat([said, drawn]))  # sorted
+            targets = [torch.searchsorted(among, torch.tensor(ts, dtype=torch.long)).tolist() for ts in targets]
+        logp = self.logits(codes, among).log_softmax(-1).transpose(0, 1)  # (T, B, V'+1)
         flat = torch.tensor([t for ts in targets for t in ts], dtype=torch.long)
         target_lengths = torch.tensor([len(ts) for ts in targets], dtype=torch.long)
-        loss = F.ctc_loss(logp, flat, lengths, target_lengths, blank=self.cfg.vocab, reduction="sum",
+        loss = F.ctc_loss(logp, flat, lengths, target_lengths, blank=logp.shape[-1] - 1, reduction="sum",
                           zero_infinity=True)  # fmt: skip
         return loss / max(1, int(target_lengths.sum()))
 

@@ -84,9 +84,9 @@ class SpeechLMConfig:
     # at every heard position, so that sounds → words is learnt outside the frozen LLM. hearing_vocab: the number
     # of tokens it emits (0: no encoder); the rest its shape.
     hearing_vocab: int = 0
-    hearing_dim: int = 384
-    hearing_blocks: int = 8
-    hearing_kernel: int = 7
+    hearing_dim: int = 256
+    hearing_blocks: int = 6
+    hearing_kernel: int = 9
     seed: int = 0
 
     @property
