@@ -372,16 +372,25 @@ def test_distillation_targets_are_the_llms_own_distributions_at_the_answer_posit
 
 
 def test_lm_configs_load_and_name_real_modules(backbone):
-    """Every shipped LM config parses into LMTrainConfig (unknown keys are errors), `frozen` names modules that
-    its model has, and a config that starts from a checkpoint describes that checkpoint's model."""
+    """Every shipped LM config parses into LMTrainConfig (unknown keys are errors; the hearing encoder's into its
+    own), `frozen` names modules that its model has, and a config that starts from a checkpoint describes that
+    checkpoint's model."""
+    from dataclasses import replace
+
     from vivavoce.config import load_yaml
+    from vivavoce.train.hearing import HearingTrainConfig
 
     paths = sorted((Path(__file__).parents[1] / "configs" / "lm").glob("*.yaml"))
     assert len(paths) >= 6
     for path in paths:
+        if path.name == "hearing-encoder.yaml":
+            load_yaml(HearingTrainConfig, path)
+            continue
         cfg = load_yaml(LMTrainConfig, path)
         if cfg.frozen:
-            modules = SpeechLM(backbone, cfg.model).trainable_modules()
+            # init_hearing gives the model its encoder (of the trained encoder's shape) when the run starts
+            model_cfg = replace(cfg.model, hearing_vocab=8) if cfg.init_hearing else cfg.model
+            modules = SpeechLM(backbone, model_cfg).trainable_modules()
             assert set(cfg.frozen) <= set(modules), path.name
         if cfg.init_from.startswith("src/vivavoce/checkpoints/"):  # a config left behind by a change of the
             # shipped model fails here, not on a lent GPU (others start from a run of the config before them)
